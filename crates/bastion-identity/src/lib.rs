@@ -1,0 +1,1 @@
+//! Bastion identity (in progress).
