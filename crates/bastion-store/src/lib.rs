@@ -1,0 +1,39 @@
+//! Bastion's storage: the only crate that runs SQL.
+//!
+//! Everything happens in a transaction handed out by [`Store`]:
+//! - [`Store::begin`]`(`[`TenantScope`]`)` → [`TenantTx`] for one tenant's rows. Every
+//!   repository function takes `&mut TenantTx` and adds `WHERE tenant_id = <the tx's tenant>`
+//!   itself; no function takes a tenant id parameter, so a request cannot reach another
+//!   tenant's rows by naming them.
+//! - [`Store::system`] → [`SystemTx`] for the tenant-less tables: [`tenants`], [`throttle`]
+//!   and the system audit chain.
+//!
+//! Repositories: [`tenants`], [`users`], [`mfa`], [`refresh`], [`throttle`], [`records`],
+//! [`audit`].
+//!
+//! SQLite is the embedded backend (WAL, foreign keys on, `BEGIN IMMEDIATE` so writers are
+//! serialised). SQLite has no row-level security: there, isolation rests on [`TenantTx`] and
+//! on composite foreign keys that include `tenant_id` (a record cannot reference another
+//! tenant's user or parent, the database refuses it). Database-enforced RLS arrives with the
+//! Postgres backend; the SQL is written to port (TEXT ids, BIGINT Unix seconds, JSON as TEXT,
+//! `$n` placeholders) and callers will not change.
+//!
+//! Errors are [`StoreError`]; [`StoreError::Unavailable`] means answer 503 and do nothing.
+
+mod db;
+mod error;
+
+pub mod audit;
+pub mod mfa;
+pub mod records;
+pub mod refresh;
+pub mod tenants;
+pub mod throttle;
+pub mod users;
+
+pub use db::{
+    ACQUIRE_TIMEOUT, BUSY_TIMEOUT, POOL_CONNECTIONS_MAX, Store, SystemTx, TenantScope, TenantTx,
+};
+pub use error::{Cause, StoreError, StoreResult};
+pub use records::{FieldRef, ListFilter, PAGE_SIZE_MAX, Page, RefTarget};
+pub use refresh::{FamilyId, RotateOutcome};
