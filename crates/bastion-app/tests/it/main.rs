@@ -1,6 +1,9 @@
 //! bastion-app integration tests: the example app, golden failing manifests, schemas.
 
-#![expect(clippy::unwrap_used, reason = "test helpers outside #[test] fns fail loudly")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] fns fail loudly"
+)]
 
 mod cases;
 mod example;
