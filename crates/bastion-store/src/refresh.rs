@@ -81,7 +81,7 @@ pub enum RotateOutcome {
         absolute_expires_at: UnixTime,
     },
     /// The token had already been rotated: it was stolen or replayed. The family is now
-    /// revoked — commit the transaction so the revocation sticks — and the caller alerts.
+    /// (or already was) revoked — commit the transaction so the revocation sticks — and the caller alerts.
     Reused {
         /// The revoked family.
         family: FamilyId,
@@ -233,7 +233,8 @@ async fn insert_token(
 /// [`RotateOutcome::Rotated`]; the others see [`RotateOutcome::Reused`] and revoke the
 /// family. **Commit the transaction after `Reused`** (the revocation is part of it).
 ///
-/// Order of checks: unknown → revoked family → already used (reuse) → expired.
+/// Order of checks: unknown → already used (reuse, reported even when the family is already
+/// revoked) → revoked family → expired.
 ///
 /// # Errors
 /// [`StoreError::Invalid`] for a bad hash; [`StoreError::Duplicate`] when `new_hash` exists.
@@ -267,12 +268,14 @@ pub async fn rotate_refresh_token(
     let used_at: Option<i64> = col(&row, "used_at")?;
     let absolute: i64 = col(&row, "absolute_expires_at")?;
     let revoked_at: Option<i64> = col(&row, "revoked_at")?;
-    if revoked_at.is_some() {
-        return Ok(RotateOutcome::Revoked);
-    }
     if used_at.is_some() {
+        // Revoking an already revoked family changes nothing; the reuse is still reported
+        // so the caller can alert on every replay.
         revoke_family(tx, family, "refresh token reuse").await?;
         return Ok(RotateOutcome::Reused { family, user });
+    }
+    if revoked_at.is_some() {
+        return Ok(RotateOutcome::Revoked);
     }
     if expires_at <= now || absolute <= now {
         return Ok(RotateOutcome::Expired);
