@@ -51,6 +51,17 @@ impl AppSpec {
         self.entities.get(name)
     }
 
+    /// Every tool's compiled validators (build them once at startup).
+    ///
+    /// # Errors
+    /// [`AppError::Schema`] only for a spec not built by [`AppSpec::load`].
+    pub fn validators(&self) -> Result<BTreeMap<Slug, ToolValidators>, AppError> {
+        self.tools
+            .iter()
+            .map(|(name, tool)| Ok((name.clone(), tool.validators()?)))
+            .collect()
+    }
+
     /// The file `app.toml` of this app.
     #[must_use]
     pub fn manifest_path(&self) -> PathBuf {
@@ -386,8 +397,8 @@ impl ToolSpec {
             .collect()
     }
 
-    /// The list scope for a caller holding `roles`: the union of each role's scope
-    /// (`None`: the caller sees nothing).
+    /// The list scopes of a caller holding `roles`: they see the union of these (empty: the
+    /// caller sees nothing).
     #[must_use]
     pub fn scopes_for<'a>(&'a self, roles: &[Slug]) -> Vec<&'a ListScope> {
         roles.iter().filter_map(|r| self.scope.get(r)).collect()

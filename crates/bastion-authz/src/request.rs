@@ -212,6 +212,18 @@ fn push_records(
     let u = e.uid();
     entities.push(e);
     if let Some(parent) = parent {
+        // The parent must be the record the resource references, or a caller could pair a
+        // record with someone else's parent to satisfy `resource.<ref>.owner == principal`.
+        let parent_id = parent.id.to_string();
+        let referenced = spec.entity(&record.entity).is_some_and(|e| {
+            e.ref_fields().any(|(field, target)| {
+                target == parent.entity
+                    && record.data.get(field).and_then(Value::as_str) == Some(parent_id.as_str())
+            })
+        });
+        if !referenced {
+            return Err("the parent record is not the one the record references".to_owned());
+        }
         entities.push(record_entity(spec, parent, tenant)?);
     }
     Ok(u)

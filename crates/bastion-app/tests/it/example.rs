@@ -125,3 +125,24 @@ fn example_validators_accept_good_input_and_refuse_bad_input() {
 fn caller_id() -> UserId {
     UserId::new_random()
 }
+
+#[test]
+fn every_example_tool_has_compiled_validators() {
+    let spec = AppSpec::load(&example_dir()).unwrap();
+    let all = spec.validators().unwrap();
+    assert_eq!(all.len(), spec.tools.len());
+    let accept = &all
+        .iter()
+        .find(|(k, _)| k.as_str() == "accept_proposal")
+        .unwrap()
+        .1;
+    assert!(
+        schema_violations(
+            &accept.input,
+            &json!({"id": RecordId::new_random().to_string()})
+        )
+        .is_empty()
+    );
+    let v = schema_violations(&accept.input, &json!({"id": "x", "status": "accepted"}));
+    assert_eq!(v.len(), 2, "{v:?}");
+}
