@@ -11,12 +11,16 @@
 //!   revokes the family (RFC 9700 §4.14.2), inside an absolute family lifetime.
 //! - Throttling per account and per client address, one generic error for every failure.
 
+mod admin;
 mod config;
 mod error;
 mod jwt;
 mod password;
+mod service;
 mod totp;
 
+pub use admin::{NewAccount, ProvisionedTotp, USERS_LIST_MAX, UserSummary};
+pub use bastion_store::tenants::Tenant;
 pub use config::{IdentityConfig, PasswordParams, ThrottleConfig};
 pub use error::AuthError;
 pub use jwt::{
@@ -24,6 +28,9 @@ pub use jwt::{
     verify_access_token_claims,
 };
 pub use password::{PASSWORD_BYTES_MAX, PASSWORD_CHARS_MIN, PasswordHasher, check_password_policy};
+pub use service::{
+    IdentityService, LoginOutcome, MFA_METHODS, TokenPair, TotpConfirmation, TotpEnrollment,
+};
 pub use totp::{
     RECOVERY_CODES, TOTP_DIGITS, TOTP_SECRET_BYTES, TOTP_SKEW_STEPS, TOTP_STEP_SECS,
     new_recovery_codes, new_totp_secret, otpauth_uri, recovery_code_hash, secret_base32, totp_code,

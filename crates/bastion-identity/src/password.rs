@@ -1,6 +1,7 @@
 //! Password hashing with argon2id (RFC 9106), off the async runtime and bounded.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -44,6 +45,7 @@ pub struct PasswordHasher {
     params: PasswordParams,
     permits: Arc<Semaphore>,
     dummy_hash: Arc<str>,
+    verifications: Arc<AtomicU64>,
 }
 
 impl PasswordHasher {
@@ -56,6 +58,7 @@ impl PasswordHasher {
             params,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             dummy_hash: Arc::from(""),
+            verifications: Arc::new(AtomicU64::new(0)),
         };
         let dummy_password =
             bastion_crypto::random_token(24).map_err(|_| AuthError::Unavailable)?;
@@ -127,7 +130,14 @@ impl PasswordHasher {
         })
         .await
         .map_err(|_| AuthError::Unavailable)?;
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         Ok(matched && is_real && !too_long)
+    }
+
+    /// How many argon2 verifications ran (real and dummy alike), for tests and metrics.
+    #[must_use]
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     /// The parameters new hashes use.

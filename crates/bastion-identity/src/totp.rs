@@ -115,16 +115,16 @@ pub fn new_recovery_codes() -> Result<Vec<String>, AuthError> {
         .collect()
 }
 
-/// The stored form of a recovery code: SHA-256 hex of its normalized form (uppercase, no
+/// The stored form of a recovery code: SHA-256 of its normalized form (uppercase, no
 /// separators or spaces). A plain hash suffices: each code carries 80 random bits.
 #[must_use]
-pub fn recovery_code_hash(code: &str) -> String {
+pub fn recovery_code_hash(code: &str) -> [u8; 32] {
     let normalized: String = code
         .chars()
         .filter(|c| !matches!(c, '-' | ' '))
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    bastion_crypto::sha256_hex(normalized.as_bytes())
+    bastion_crypto::sha256(normalized.as_bytes())
 }
 
 #[cfg(test)]
