@@ -18,6 +18,10 @@
 //! Postgres backend; the SQL is written to port (TEXT ids, BIGINT Unix seconds, JSON as TEXT,
 //! `$n` placeholders) and callers will not change.
 //!
+//! On SQLite every transaction takes the write lock when it begins: keep transactions short
+//! and never hold two at once in one task (the second waits for the first, then fails with
+//! [`StoreError::Unavailable`]).
+//!
 //! Errors are [`StoreError`]; [`StoreError::Unavailable`] means answer 503 and do nothing.
 
 mod db;

@@ -294,3 +294,16 @@ pub async fn bump_session_epoch(tx: &mut TenantTx, id: UserId) -> StoreResult<i6
     .await?;
     epoch.ok_or(StoreError::NotFound)
 }
+
+/// How many demo users exist across all tenants (a count only, no rows). Production
+/// profiles refuse to start while this is not zero.
+///
+/// # Errors
+/// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
+pub async fn demo_user_count(tx: &mut crate::SystemTx) -> StoreResult<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE is_demo = TRUE")
+            .fetch_one(tx.conn())
+            .await?,
+    )
+}

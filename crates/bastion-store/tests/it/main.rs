@@ -180,3 +180,33 @@ impl Env {
         self.clock.now()
     }
 }
+
+#[tokio::test]
+async fn a_changed_migration_is_refused_and_demo_users_are_counted() {
+    let env = Env::new().await;
+    let mut sys = env.store.system().await.unwrap();
+    assert_eq!(users::demo_user_count(&mut sys).await.unwrap(), 0);
+    drop(sys);
+    let mut tx = env.tx_a().await;
+    let mut demo = new_user("demo", &["buyer"]);
+    demo.is_demo = true;
+    users::create_user(&mut tx, demo).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut sys = env.store.system().await.unwrap();
+    assert_eq!(users::demo_user_count(&mut sys).await.unwrap(), 1);
+    drop(sys);
+    env.store.close().await;
+
+    let mut raw = env.raw().await;
+    sqlx::raw_sql("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let shared: SharedClock = Arc::new(env.clock.clone());
+    let err = Store::open_sqlite(&env.path, shared).await.unwrap_err();
+    assert!(
+        matches!(err, bastion_store::StoreError::Internal { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "internal storage error");
+}
