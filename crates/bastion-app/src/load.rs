@@ -25,8 +25,21 @@ use crate::{Finding, line_of};
 
 /// Field names that collide with the record envelope or Cedar attributes.
 const RESERVED_FIELDS: [&str; 3] = ["owner", "tenant", "tenant_id"];
-/// Entity type names (PascalCase) used by Bastion's own Cedar schema.
-const RESERVED_TYPES: [&str; 4] = ["User", "Role", "Tenant", "Action"];
+/// Entity type names (PascalCase) used by Bastion's own Cedar schema or by Cedar's types.
+const RESERVED_TYPES: [&str; 12] = [
+    "User",
+    "Role",
+    "Tenant",
+    "Action",
+    "String",
+    "Long",
+    "Bool",
+    "Boolean",
+    "Set",
+    "Record",
+    "Entity",
+    "Extension",
+];
 /// Input properties a `record.list` tool may accept (paging).
 const LIST_INPUT_PROPERTIES: [&str; 2] = ["limit", "offset"];
 

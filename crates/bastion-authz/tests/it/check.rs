@@ -155,3 +155,10 @@ fn allowed_actions_follow_the_roles() {
     );
     assert!(authz.allowed_actions(&principal(&[]), now).is_empty());
 }
+
+#[test]
+#[ignore = "prints the generated schema: cargo test -p bastion-authz -- --ignored --nocapture print_schema"]
+fn print_schema() {
+    let authz = Authorizer::new(&vendor_quote()).unwrap();
+    println!("{}", authz.schema_text());
+}
