@@ -156,9 +156,14 @@ fn allowed_actions_follow_the_roles() {
     assert!(authz.allowed_actions(&principal(&[]), now).is_empty());
 }
 
+/// The generated schema is a reviewed golden file (`tests/vendor-quote.cedarschema`);
+/// regenerate with `BLESS=1 cargo test -p bastion-authz`.
 #[test]
-#[ignore = "prints the generated schema: cargo test -p bastion-authz -- --ignored --nocapture print_schema"]
-fn print_schema() {
+fn generated_schema_matches_the_golden_file() {
     let authz = Authorizer::new(&vendor_quote()).unwrap();
-    println!("{}", authz.schema_text());
+    let path = crate::crate_dir().join("tests/vendor-quote.cedarschema");
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(&path, authz.schema_text()).unwrap();
+    }
+    assert_eq!(authz.schema_text(), std::fs::read_to_string(&path).unwrap());
 }
