@@ -30,7 +30,9 @@ fn render(findings: &[Finding]) -> String {
 
 /// Runs one case directory and returns a description of what went wrong, if anything.
 fn check(dir: &Path, must_fail: bool) -> Option<String> {
-    let readme = fs::read_to_string(dir.join("readme.md")).ok()?;
+    let Ok(readme) = fs::read_to_string(dir.join("readme.md")) else {
+        return Some("readme.md missing".into());
+    };
     let result = AppSpec::load(dir);
     match (must_fail, result) {
         (false, Ok(_)) => None,
@@ -47,7 +49,12 @@ fn check(dir: &Path, must_fail: bool) -> Option<String> {
             let mut missing = Vec::new();
             for e in expects {
                 let mut parts = e.splitn(3, ':');
-                let (file, line, msg) = (parts.next()?, parts.next()?, parts.next()?.trim());
+                let (Some(file), Some(line), Some(msg)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return Some(format!("malformed expect line `{e}`"));
+                };
+                let msg = msg.trim();
                 let hit = findings.iter().any(|f| {
                     f.file.ends_with(file)
                         && (line == "*" || line.parse::<usize>().ok() == Some(f.line))
