@@ -115,6 +115,99 @@ pub struct VerifyError {
     pub reason: VerifyFailure,
 }
 
+/// Verifies a chain record by record, so a long chain can be read in pages with bounded
+/// memory. [`verify`] is this over one slice.
+///
+/// ```
+/// # use bastion_audit::{ChainVerifier, seal_next};
+/// let r1 = seal_next(None, String::from("{}"));
+/// let mut v = ChainVerifier::new();
+/// // `{}` is not an audit event, so the first record is refused.
+/// assert_eq!(v.push(&r1).unwrap_err().position, 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    count: u64,
+    prev: [u8; HASH_LEN],
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChainVerifier {
+    /// A verifier expecting record 1.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            count: 0,
+            prev: GENESIS_HASH,
+        }
+    }
+
+    /// Checks the next record: seq, link to the previous hash, own hash, canonical body.
+    ///
+    /// # Errors
+    /// [`VerifyError`] naming this record's position. Keep pushing after an error and the
+    /// results mean nothing.
+    pub fn push(&mut self, record: &StoredAuditRecord) -> Result<(), VerifyError> {
+        let position = self.count.saturating_add(1);
+        let fail = |reason| Err(VerifyError { position, reason });
+        if record.seq != position {
+            return fail(VerifyFailure::Sequence {
+                expected: position,
+                found: record.seq,
+            });
+        }
+        if record.prev_hash != self.prev {
+            return fail(VerifyFailure::Link);
+        }
+        if chain_hash(&record.prev_hash, record.seq, record.body.as_bytes()) != record.hash {
+            return fail(VerifyFailure::Hash);
+        }
+        if AuditEvent::from_body(&record.body).is_none() {
+            return fail(VerifyFailure::Body);
+        }
+        self.prev = record.hash;
+        self.count = position;
+        Ok(())
+    }
+
+    /// Records checked so far.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Ends verification; when given, `head = (seq, hash)` must name the last record pushed.
+    ///
+    /// # Errors
+    /// [`VerifyError`] with [`VerifyFailure::Head`]: at the first missing position when the
+    /// head is further than the records, at the last record when it disagrees otherwise.
+    pub fn finish(self, head: Option<(u64, [u8; HASH_LEN])>) -> Result<VerifyReport, VerifyError> {
+        let Self { count, prev } = self;
+        if let Some((head_seq, head_hash)) = head
+            && (head_seq != count || head_hash != prev)
+        {
+            let position = if head_seq == count {
+                count
+            } else {
+                head_seq.min(count).saturating_add(1)
+            };
+            return Err(VerifyError {
+                position: position.max(1),
+                reason: VerifyFailure::Head,
+            });
+        }
+        Ok(VerifyReport {
+            count,
+            head_hash: prev,
+        })
+    }
+}
+
 /// Verifies `records` (in stored order, which must be ascending `seq` from 1) and, when
 /// given, that `head = (seq, hash)` names the last record.
 ///
@@ -126,46 +219,11 @@ pub fn verify(
     records: &[StoredAuditRecord],
     head: Option<(u64, [u8; HASH_LEN])>,
 ) -> Result<VerifyReport, VerifyError> {
-    let mut prev = GENESIS_HASH;
-    let mut count: u64 = 0;
+    let mut v = ChainVerifier::new();
     for record in records {
-        let position = count.saturating_add(1);
-        let fail = |reason| Err(VerifyError { position, reason });
-        if record.seq != position {
-            return fail(VerifyFailure::Sequence {
-                expected: position,
-                found: record.seq,
-            });
-        }
-        if record.prev_hash != prev {
-            return fail(VerifyFailure::Link);
-        }
-        if chain_hash(&record.prev_hash, record.seq, record.body.as_bytes()) != record.hash {
-            return fail(VerifyFailure::Hash);
-        }
-        if AuditEvent::from_body(&record.body).is_none() {
-            return fail(VerifyFailure::Body);
-        }
-        prev = record.hash;
-        count = position;
+        v.push(record)?;
     }
-    if let Some((head_seq, head_hash)) = head
-        && (head_seq != count || head_hash != prev)
-    {
-        let position = if head_seq == count {
-            count
-        } else {
-            head_seq.min(count).saturating_add(1)
-        };
-        return Err(VerifyError {
-            position: position.max(1),
-            reason: VerifyFailure::Head,
-        });
-    }
-    Ok(VerifyReport {
-        count,
-        head_hash: prev,
-    })
+    v.finish(head)
 }
 
 #[cfg(test)]

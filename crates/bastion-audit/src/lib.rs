@@ -22,7 +22,7 @@ mod chain;
 mod event;
 
 pub use chain::{
-    GENESIS_HASH, HASH_LEN, StoredAuditRecord, VerifyError, VerifyFailure, VerifyReport,
-    chain_hash, seal_next, verify,
+    ChainVerifier, GENESIS_HASH, HASH_LEN, StoredAuditRecord, VerifyError, VerifyFailure,
+    VerifyReport, chain_hash, seal_next, verify,
 };
 pub use event::{AuditEvent, BODY_LEN_MAX, Outcome, canonical_json};

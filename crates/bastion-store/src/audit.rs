@@ -63,7 +63,59 @@ pub async fn system_append_audit(tx: &mut SystemTx, event: &AuditEvent) -> Store
     append(tx.conn(), &event.tenant_id.to_string(), event).await
 }
 
-/// Reads the transaction's tenant chain, whole (memory grows with the chain).
+/// Most records [`read_chain_page`] returns at once.
+pub const CHAIN_PAGE_MAX: u32 = 1000;
+
+/// The stored head of the transaction's tenant chain; `None` before the first append.
+///
+/// # Errors
+/// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
+pub async fn chain_head(tx: &mut TenantTx) -> StoreResult<Option<ChainHead>> {
+    let tenant = tx.tenant_text();
+    head(tx.conn(), &tenant).await
+}
+
+/// Up to `limit` (`1..=`[`CHAIN_PAGE_MAX`]) records of the transaction's tenant chain with
+/// `seq > after_seq`, ascending. Feed them to a [`bastion_audit::ChainVerifier`] to verify a
+/// long chain in bounded memory.
+///
+/// # Errors
+/// [`StoreError::Invalid`] for a bad `limit`.
+pub async fn read_chain_page(
+    tx: &mut TenantTx,
+    after_seq: u64,
+    limit: u32,
+) -> StoreResult<Vec<StoredAuditRecord>> {
+    let tenant = tx.tenant_text();
+    page(tx.conn(), &tenant, after_seq, limit).await
+}
+
+/// The stored head of the system chain.
+///
+/// # Errors
+/// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
+pub async fn system_chain_head(tx: &mut SystemTx) -> StoreResult<Option<ChainHead>> {
+    head(tx.conn(), &nil_tenant().to_string()).await
+}
+
+/// As [`read_chain_page`], for the system chain.
+///
+/// # Errors
+/// [`StoreError::Invalid`] for a bad `limit`.
+pub async fn system_read_chain_page(
+    tx: &mut SystemTx,
+    after_seq: u64,
+    limit: u32,
+) -> StoreResult<Vec<StoredAuditRecord>> {
+    page(tx.conn(), &nil_tenant().to_string(), after_seq, limit).await
+}
+
+fn nil_tenant() -> TenantId {
+    TenantId::from_uuid(uuid::Uuid::nil())
+}
+
+/// Reads the transaction's tenant chain, whole (memory grows with the chain; prefer
+/// [`read_chain_page`] for long chains).
 ///
 /// # Errors
 /// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
@@ -77,7 +129,7 @@ pub async fn read_chain(tx: &mut TenantTx) -> StoreResult<AuditChain> {
 /// # Errors
 /// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
 pub async fn system_read_chain(tx: &mut SystemTx) -> StoreResult<AuditChain> {
-    read(tx.conn(), TenantId::from_uuid(uuid::Uuid::nil())).await
+    read(tx.conn(), nil_tenant()).await
 }
 
 fn to_seq(v: i64) -> StoreResult<u64> {
@@ -155,6 +207,39 @@ async fn append(
     Ok((record.seq, record.hash))
 }
 
+fn record_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<StoredAuditRecord> {
+    Ok(StoredAuditRecord {
+        seq: to_seq(col(r, "seq")?)?,
+        body: col(r, "body")?,
+        prev_hash: to_hash(col(r, "prev_hash")?)?,
+        hash: to_hash(col(r, "hash")?)?,
+    })
+}
+
+async fn page(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    after_seq: u64,
+    limit: u32,
+) -> StoreResult<Vec<StoredAuditRecord>> {
+    if limit == 0 || limit > CHAIN_PAGE_MAX {
+        return Err(StoreError::Invalid {
+            reason: "chain page size must be 1..=1000",
+        });
+    }
+    let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+    let rows = sqlx::query(
+        "SELECT seq, body, prev_hash, hash FROM audit_log
+         WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(tenant)
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(record_from_row).collect()
+}
+
 async fn read(conn: &mut SqliteConnection, tenant_id: TenantId) -> StoreResult<AuditChain> {
     let tenant = tenant_id.to_string();
     let rows = sqlx::query(
@@ -165,14 +250,7 @@ async fn read(conn: &mut SqliteConnection, tenant_id: TenantId) -> StoreResult<A
     .await?;
     let records = rows
         .iter()
-        .map(|r| {
-            Ok(StoredAuditRecord {
-                seq: to_seq(col(r, "seq")?)?,
-                body: col(r, "body")?,
-                prev_hash: to_hash(col(r, "prev_hash")?)?,
-                hash: to_hash(col(r, "hash")?)?,
-            })
-        })
+        .map(record_from_row)
         .collect::<StoreResult<Vec<_>>>()?;
     let head = head(conn, &tenant).await?;
     Ok(AuditChain {

@@ -58,6 +58,23 @@ async fn chain_verifies_after_appends_and_rolled_back_appends_leave_no_trace() {
         AuditEvent::from_body(&chain.records[2].body),
         Some(event(env.a.id, 3))
     );
+
+    // Paged reading with the streaming verifier gives the same answer in bounded memory.
+    let mut v = bastion_audit::ChainVerifier::new();
+    let mut after = 0;
+    loop {
+        let page = audit::read_chain_page(&mut tx, after, 2).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        page.iter().try_for_each(|r| v.push(r)).unwrap();
+    }
+    let head = audit::chain_head(&mut tx).await.unwrap();
+    assert_eq!(v.finish(head).unwrap(), report);
+    assert!(
+        audit::read_chain_page(&mut tx, 0, audit::CHAIN_PAGE_MAX + 1)
+            .await
+            .is_err()
+    );
     drop(tx); // one transaction at a time: SQLite writers are serialised
 
     // The system chain is separate and takes only nil-tenant events.
@@ -76,6 +93,16 @@ async fn chain_verifies_after_appends_and_rolled_back_appends_leave_no_trace() {
     ));
     let sys_chain = audit::system_read_chain(&mut sys).await.unwrap();
     assert_eq!(verify(&sys_chain.records, sys_chain.head).unwrap().count, 1);
+    assert_eq!(
+        audit::system_read_chain_page(&mut sys, 0, 10)
+            .await
+            .unwrap(),
+        sys_chain.records
+    );
+    assert_eq!(
+        audit::system_chain_head(&mut sys).await.unwrap(),
+        sys_chain.head
+    );
 }
 
 #[tokio::test]
@@ -203,4 +230,27 @@ async fn an_append_on_a_read_only_database_fails() {
             .unwrap_err()
             .is_unavailable()
     );
+}
+
+#[tokio::test]
+async fn two_records_swapped_with_raw_sql_are_found() {
+    let env = Env::new().await;
+    append_n(&env, 5).await;
+    let mut raw = env.raw().await;
+    sqlx::raw_sql("DROP TRIGGER audit_log_no_update")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    // Swap rows 2 and 4 wholesale (seq numbers move with them, then the keys are swapped back
+    // so that the table reads 1,2,3,4,5 with the contents of 1,4,3,2,5).
+    for sql in [
+        "UPDATE audit_log SET seq = 100 WHERE seq = 2",
+        "UPDATE audit_log SET seq = 2 WHERE seq = 4",
+        "UPDATE audit_log SET seq = 4 WHERE seq = 100",
+    ] {
+        sqlx::raw_sql(sql).execute(&mut raw).await.unwrap();
+    }
+    let chain = tampered_chain(&env).await;
+    let err = verify(&chain.records, chain.head).unwrap_err();
+    assert_eq!(err.position, 2, "{err}");
 }
