@@ -1,0 +1,267 @@
+//! Operator commands: `check`, `tenants`, `users`, `audit verify`.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use bastion_app::AppSpec;
+use bastion_types::Slug;
+use clap::{Args, Subcommand};
+
+use crate::runtime;
+
+/// Where the database is.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// Data directory of a `bastion demo` or `bastion serve` instance (uses DIR/bastion.db).
+    #[arg(long, global = true, default_value = "./bastion-data")]
+    pub data: PathBuf,
+    /// Database URL (`sqlite://PATH`); overrides --data.
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+}
+
+impl DbArgs {
+    fn url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data.join("bastion.db").display()))
+    }
+}
+
+/// `bastion tenants ...`
+#[derive(Debug, Subcommand)]
+pub enum TenantsCmd {
+    /// Create a tenant.
+    Add {
+        /// Tenant slug (a-z, 0-9, -).
+        slug: String,
+        /// Data region of the tenant.
+        #[arg(long, default_value = "eu")]
+        region: String,
+    },
+    /// List tenants.
+    List,
+}
+
+/// `bastion users ...`
+#[derive(Debug, Subcommand)]
+pub enum UsersCmd {
+    /// Add a user; the password is read from standard input (one line).
+    Add {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        username: String,
+        /// Comma-separated roles from the app manifest.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    /// List a tenant's users.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Replace a user's roles.
+    Roles {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    /// Disable a user: every session and access token dies at once.
+    Disable {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        username: String,
+    },
+    /// Remove a user's second factor; the next login enrolls again.
+    ResetMfa {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        username: String,
+    },
+}
+
+/// `bastion audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Verify every audit chain; exit 1 naming the first bad position.
+    Verify {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// `bastion check APP_DIR`: manifest, schemas and Cedar strict validation.
+pub fn check(dir: &Path) -> anyhow::Result<ExitCode> {
+    let mut findings = match AppSpec::load(dir) {
+        Ok(app) => bastion_authz::check(&app),
+        Err(f) => f,
+    };
+    findings.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    let mut out = std::io::stdout().lock();
+    for f in &findings {
+        writeln!(out, "{f}")?;
+    }
+    if findings.is_empty() {
+        writeln!(out, "ok: {} is valid", dir.display())?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        writeln!(out, "{} finding(s)", findings.len())?;
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// The identity service over the database, for operator commands. Tokens are never issued
+/// here, so an ephemeral key ring is enough.
+async fn identity_for(db: &DbArgs) -> anyhow::Result<bastion_identity::IdentityService> {
+    let store = runtime::open_store(&db.url(), runtime::clock()).await?;
+    let keys = std::sync::Arc::new(bastion_crypto::KeyRing::ephemeral()?);
+    let config = bastion_identity::IdentityConfig::new("urn:bastion:operator", "bastion");
+    Ok(bastion_identity::IdentityService::new(store, keys, runtime::clock(), config).await?)
+}
+
+fn slug(s: &str) -> anyhow::Result<Slug> {
+    Slug::parse(s).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn slugs(v: &[String]) -> anyhow::Result<Vec<Slug>> {
+    v.iter().map(|s| slug(s)).collect()
+}
+
+/// `bastion tenants ...`
+pub async fn tenants(db: &DbArgs, cmd: TenantsCmd) -> anyhow::Result<ExitCode> {
+    let admin = identity_for(db).await?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        TenantsCmd::Add { slug: s, region } => {
+            let id = admin.create_tenant(&slug(&s)?, &region).await?;
+            writeln!(out, "{id} {s}")?;
+        }
+        TenantsCmd::List => {
+            for t in admin.list_tenants().await? {
+                writeln!(out, "{} {} {}", t.id, t.slug, t.region)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bastion users ...`
+pub async fn users(db: &DbArgs, cmd: UsersCmd) -> anyhow::Result<ExitCode> {
+    let admin = identity_for(db).await?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        UsersCmd::Add {
+            tenant,
+            username,
+            roles,
+        } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut password)
+                .context("cannot read the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                bail!("give the password on standard input");
+            }
+            let account = bastion_identity::NewAccount {
+                username: slug(&username)?,
+                password: password.to_owned(),
+                roles: slugs(&roles)?,
+                is_demo: false,
+            };
+            let id = admin.add_user(&slug(&tenant)?, account).await?;
+            writeln!(out, "{id} {username}")?;
+        }
+        UsersCmd::List { tenant } => {
+            for u in admin.list_users(&slug(&tenant)?).await? {
+                let roles: Vec<&str> = u.roles.iter().map(Slug::as_str).collect();
+                writeln!(
+                    out,
+                    "{} {} roles={} disabled={} mfa={}",
+                    u.id,
+                    u.username,
+                    roles.join(","),
+                    u.disabled,
+                    u.mfa_enrolled
+                )?;
+            }
+        }
+        UsersCmd::Roles {
+            tenant,
+            username,
+            roles,
+        } => {
+            admin
+                .set_roles(&slug(&tenant)?, &slug(&username)?, slugs(&roles)?)
+                .await?;
+            writeln!(out, "ok")?;
+        }
+        UsersCmd::Disable { tenant, username } => {
+            admin
+                .disable_user(&slug(&tenant)?, &slug(&username)?)
+                .await?;
+            writeln!(out, "ok: {username} disabled; its sessions are revoked")?;
+        }
+        UsersCmd::ResetMfa { tenant, username } => {
+            admin.reset_mfa(&slug(&tenant)?, &slug(&username)?).await?;
+            writeln!(
+                out,
+                "ok: {username} will enroll a second factor at next login"
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bastion audit verify`.
+pub async fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
+    let AuditCmd::Verify { db } = cmd;
+    let path = db.url();
+    let path = path.strip_prefix("sqlite://").unwrap_or(&path);
+    let store = bastion_store::Store::open_sqlite_read_only(Path::new(path), runtime::clock())
+        .await
+        .context("cannot open the database read-only")?;
+    let mut chains = Vec::new();
+    {
+        let mut sys = store.system().await?;
+        let tenants = bastion_store::tenants::list_tenants(&mut sys).await?;
+        chains.push(bastion_store::audit::system_read_chain(&mut sys).await?);
+        sys.rollback().await?;
+        for t in tenants {
+            let mut tx = store
+                .begin(bastion_store::TenantScope::pre_auth(t.id))
+                .await?;
+            chains.push(bastion_store::audit::read_chain(&mut tx).await?);
+            tx.rollback().await?;
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let mut bad = 0usize;
+    for chain in chains {
+        match bastion_audit::verify(&chain.records, chain.head) {
+            Ok(r) => writeln!(
+                out,
+                "ok: chain {} verifies ({} records)",
+                chain.tenant_id, r.count
+            )?,
+            Err(e) => {
+                bad += 1;
+                writeln!(out, "FAIL: chain {}: {e}", chain.tenant_id)?;
+            }
+        }
+    }
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,223 @@
+//! `bastion demo`: the vendor-quote app, two seeded tenants, one command.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bastion_identity::{IdentityService, NewAccount};
+use bastion_server::ServerOptions;
+use bastion_server::listen::{self, ConnLimits};
+use bastion_types::Slug;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::runtime::{self, BuildArgs};
+
+/// The demo tenants.
+pub const TENANTS: [&str; 2] = ["acme", "globex"];
+
+/// The demo users of each tenant: username and roles. Two Finance users so that a refund can
+/// be approved by someone other than its requester.
+pub const USERS: [(&str, &str); 4] = [
+    ("buyer", "buyer"),
+    ("seller", "seller"),
+    ("finance", "finance"),
+    ("finance2", "finance"),
+];
+
+/// `demo-credentials.json` (DESIGN.md): enough for a script to log in.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Credentials {
+    /// Base URL of the running demo.
+    pub url: String,
+    /// Tenant slug → its users.
+    pub tenants: BTreeMap<String, TenantCredentials>,
+}
+
+/// One tenant's demo users.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TenantCredentials {
+    /// Users with their secrets.
+    pub users: Vec<UserCredentials>,
+}
+
+/// One demo user.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserCredentials {
+    /// Username within the tenant.
+    pub username: String,
+    /// Password (random per data dir).
+    pub password: String,
+    /// Roles from the manifest.
+    pub roles: Vec<String>,
+    /// TOTP secret, RFC 4648 base32, already enrolled.
+    pub totp_secret: String,
+}
+
+fn app_dir(explicit: Option<&Path>, data: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let local = Path::new("examples/vendor-quote");
+    if local.join("app.toml").is_file() {
+        return Ok(local.to_path_buf());
+    }
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/vendor-quote");
+    if manifest_dir.join("app.toml").is_file() {
+        return Ok(manifest_dir);
+    }
+    let _ = data;
+    anyhow::bail!(
+        "cannot find examples/vendor-quote: run from the repository root or pass --app DIR"
+    )
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set permissions of {}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn restrict(_: &Path, _: u32) -> anyhow::Result<()> {
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    restrict(path, 0o600)
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(data: &Path, listen_addr: &str, app: Option<&Path>) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+    restrict(data, 0o700)?;
+    let app_dir = app_dir(app, data)?;
+    let addr: SocketAddr = listen_addr
+        .parse()
+        .with_context(|| format!("`{listen_addr}` is not an address"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let url = format!("http://{bound}");
+
+    let clock = runtime::clock();
+    let store = runtime::open_store(
+        &format!("sqlite://{}", data.join("bastion.db").display()),
+        Arc::clone(&clock),
+    )
+    .await?;
+    let options = ServerOptions {
+        tls: false,
+        cors_allowed_origins: Vec::new(),
+        max_body_bytes: bastion_server::config::MAX_BODY_BYTES_DEFAULT,
+        request_timeout_secs: bastion_server::config::REQUEST_TIMEOUT_SECS_DEFAULT,
+        issuer: url.clone(),
+    };
+    let services = runtime::build(BuildArgs {
+        app_dir: &app_dir,
+        store,
+        key_dir: data.join("keys"),
+        issuer: url.clone(),
+        audience: "bastion".to_owned(),
+        options,
+        clock: Arc::clone(&clock),
+    })
+    .await?;
+
+    let creds_path = data.join("demo-credentials.json");
+    let creds = match std::fs::read(&creds_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Credentials>(&b).ok())
+    {
+        Some(mut c) if tenant_exists(&services.identity, "acme").await? => {
+            c.url.clone_from(&url);
+            c
+        }
+        _ => seed(&services, &url).await?,
+    };
+    write_private(&creds_path, &serde_json::to_vec_pretty(&creds)?)?;
+
+    println_out(&format!(
+        "bastion demo: serving {} at {url}\n  credentials: {}\n  stop with Ctrl-C",
+        app_dir.display(),
+        creds_path.display()
+    ));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+    });
+    listen::serve(
+        listener,
+        bastion_server::router(services.state),
+        None,
+        ConnLimits::default(),
+        rx,
+    )
+    .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tenant_exists(identity: &IdentityService, slug_text: &str) -> anyhow::Result<bool> {
+    Ok(identity
+        .list_tenants()
+        .await?
+        .iter()
+        .any(|t| t.slug.as_str() == slug_text))
+}
+
+fn slug(s: &str) -> anyhow::Result<Slug> {
+    Slug::parse(s).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn println_out(s: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{s}");
+    let _ = out.flush();
+}
+
+/// Creates the two tenants and their users, each with a random password and an enrolled TOTP.
+async fn seed(services: &runtime::Services, url: &str) -> anyhow::Result<Credentials> {
+    let admin = &services.identity;
+    let mut tenants = BTreeMap::new();
+    for t in TENANTS {
+        let tenant = slug(t)?;
+        if !tenant_exists(admin, t).await? {
+            admin.create_tenant(&tenant, "eu").await?;
+        }
+        let mut users = Vec::new();
+        for (username, role) in USERS {
+            let password = bastion_crypto::random_token(18)?;
+            let roles = vec![slug(role)?];
+            let account = NewAccount {
+                username: slug(username)?,
+                password: password.clone(),
+                roles,
+                is_demo: true,
+            };
+            admin.add_user(&tenant, account).await?;
+            let totp_secret = admin
+                .provision_totp(&tenant, &slug(username)?)
+                .await?
+                .secret_base32;
+            users.push(UserCredentials {
+                username: username.to_owned(),
+                password,
+                roles: vec![role.to_owned()],
+                totp_secret,
+            });
+        }
+        tenants.insert(t.to_owned(), TenantCredentials { users });
+    }
+    Ok(Credentials {
+        url: url.to_owned(),
+        tenants,
+    })
+}

@@ -1,0 +1,178 @@
+//! Wiring: open the store, load the app and keys, build the services, serve.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use bastion_app::AppSpec;
+use bastion_authz::Authorizer;
+use bastion_crypto::KeyRing;
+use bastion_identity::{IdentityConfig, IdentityService};
+use bastion_server::config::{Config, Profile};
+use bastion_server::listen::{self, ConnLimits};
+use bastion_server::{AppState, ServerOptions};
+use bastion_store::Store;
+use bastion_tools::Pipeline;
+use bastion_types::{SharedClock, SystemClock};
+use tokio::net::TcpListener;
+
+/// JSON logs to stderr; `RUST_LOG` filters (default `info`). Secrets never reach a log line:
+/// the libraries never format them.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The wall clock, shared.
+pub fn clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+/// Opens the SQLite store at `url` (`sqlite://PATH` or a plain path).
+pub async fn open_store(url: &str, clock: SharedClock) -> anyhow::Result<Store> {
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    if url.starts_with("postgres") {
+        bail!("PostgreSQL is not supported by this build yet; use sqlite://PATH");
+    }
+    Store::open_sqlite(Path::new(path), clock)
+        .await
+        .context("cannot open the database")
+}
+
+/// Everything needed to serve one app.
+pub struct Services {
+    /// Router state.
+    pub state: AppState,
+    /// The identity service, for seeding.
+    pub identity: Arc<IdentityService>,
+}
+
+/// Inputs of [`build`].
+pub struct BuildArgs<'a> {
+    pub app_dir: &'a Path,
+    pub store: Store,
+    pub key_dir: PathBuf,
+    pub issuer: String,
+    pub audience: String,
+    pub options: ServerOptions,
+    pub clock: SharedClock,
+}
+
+/// Loads and strictly validates the app (refusing to start on any finding), loads or creates
+/// the signing keys, and builds the identity service and the pipeline.
+pub async fn build(a: BuildArgs<'_>) -> anyhow::Result<Services> {
+    let app = AppSpec::load(a.app_dir).map_err(|findings| {
+        for f in &findings {
+            eprintln!("{f}");
+        }
+        anyhow::anyhow!(
+            "the app at `{}` has {} finding(s); run `bastion check`",
+            a.app_dir.display(),
+            findings.len()
+        )
+    })?;
+    let app = Arc::new(app);
+    let authz = Arc::new(Authorizer::new(&app).context("the policy set does not validate")?);
+    let keys =
+        KeyRing::load_or_generate(&a.key_dir).context("cannot load or create signing keys")?;
+    let identity = Arc::new(
+        IdentityService::new(
+            a.store.clone(),
+            Arc::new(keys),
+            Arc::clone(&a.clock),
+            IdentityConfig::new(a.issuer, a.audience),
+        )
+        .await?,
+    );
+    let pipeline =
+        Pipeline::new(app, authz, a.store.clone(), a.clock).map_err(|e| anyhow::anyhow!(e))?;
+    let state = AppState {
+        identity: Arc::clone(&identity),
+        pipeline,
+        store: a.store.clone(),
+        options: Arc::new(a.options),
+    };
+    Ok(Services { state, identity })
+}
+
+/// Binds and serves until Ctrl-C.
+pub async fn run_server(
+    state: AppState,
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    on_bound: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    on_bound(bound);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+    });
+    listen::serve(
+        listener,
+        bastion_server::router(state),
+        tls,
+        ConnLimits::default(),
+        rx,
+    )
+    .await;
+    Ok(())
+}
+
+/// `bastion serve --config FILE`.
+pub async fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config_path)?;
+    cfg.check_safe()?;
+    let clock = clock();
+    let store = open_store(&cfg.database.url, Arc::clone(&clock)).await?;
+    if cfg.profile != Profile::Dev {
+        let mut tx = store.system().await.context("cannot read accounts")?;
+        let demo = bastion_store::users::demo_user_count(&mut tx)
+            .await
+            .context("cannot read accounts")?;
+        tx.rollback().await.ok();
+        if demo > 0 {
+            bail!(
+                "refusing to start: {demo} demo or test account(s) present in the {:?} profile",
+                cfg.profile
+            );
+        }
+    }
+    let tls = match (&cfg.server.tls_cert, &cfg.server.tls_key) {
+        (Some(c), Some(k)) => Some(listen::tls13_config(c, k)?),
+        _ => None,
+    };
+    let options = ServerOptions {
+        tls: tls.is_some(),
+        cors_allowed_origins: cfg.server.cors_allowed_origins.clone(),
+        max_body_bytes: cfg.server.max_body_bytes,
+        request_timeout_secs: cfg.server.request_timeout_secs,
+        issuer: cfg.identity.issuer.trim_end_matches('/').to_owned(),
+    };
+    let services = build(BuildArgs {
+        app_dir: &cfg.app.dir,
+        store,
+        key_dir: cfg.identity.key_dir.clone(),
+        issuer: options.issuer.clone(),
+        audience: cfg.identity.audience.clone(),
+        options,
+        clock,
+    })
+    .await?;
+    run_server(services.state, cfg.server.listen, tls, |a| {
+        tracing::info!(addr = %a, profile = ?cfg.profile, "bastion listening");
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,144 @@
+//! The accept loop: TLS 1.3 (rustls, aws-lc-rs) or plain HTTP, HTTP/1.1 and HTTP/2 through
+//! hyper, with explicit limits against slow clients (slowloris) and connection floods.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+/// Connection-level limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Time allowed to send the complete request head (slowloris defence).
+    pub header_read_timeout_secs: u64,
+    /// Time allowed for the TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
+    /// Concurrent connections served; further ones wait in the kernel backlog.
+    pub connections_max: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            tls_handshake_timeout_secs: 10,
+            connections_max: 1024,
+        }
+    }
+}
+
+/// TLS could not be configured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The certificate file is missing or holds no certificate.
+    #[error("cannot read a PEM certificate chain from `{0}`")]
+    Cert(String),
+    /// The key file is missing or holds no private key.
+    #[error("cannot read a PEM private key from `{0}`")]
+    Key(String),
+    /// rustls refused the pair.
+    #[error("TLS configuration refused: {0}")]
+    Config(String),
+}
+
+/// Builds a rustls server config that speaks **TLS 1.3 only** (RFC 8446), with the
+/// aws-lc-rs provider, offering `h2` and `http/1.1` by ALPN.
+///
+/// # Errors
+/// [`TlsError`] when the files cannot be read or do not match.
+pub fn tls13_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|_| TlsError::Cert(cert.display().to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|_| TlsError::Cert(cert.display().to_string()))?;
+    if certs.is_empty() {
+        return Err(TlsError::Cert(cert.display().to_string()));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|_| TlsError::Key(key.display().to_string()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Serves `router` on `listener` until `shutdown` turns true.
+///
+/// Each connection gets the header-read timeout; over TLS, the handshake timeout too.
+/// The peer address is attached as [`axum::extract::ConnectInfo`].
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: ConnLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(limits.connections_max));
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = TowerToHyperService::new(
+                router.layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+            );
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
+                .max_buf_size(64 * 1024);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(64);
+            let result = match acceptor {
+                Some(acc) => {
+                    let hs = tokio::time::timeout(
+                        Duration::from_secs(limits.tls_handshake_timeout_secs),
+                        acc.accept(stream),
+                    )
+                    .await;
+                    match hs {
+                        Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), svc).await,
+                        _ => return,
+                    }
+                }
+                None => builder.serve_connection(TokioIo::new(stream), svc).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// The peer address of a request, as attached by [`serve`].
+pub type PeerAddr = axum::extract::ConnectInfo<SocketAddr>;

@@ -1,0 +1,194 @@
+//! RFC 9457 problem details: every error Bastion answers is `application/problem+json` with a
+//! stable `type`, the right status and no internals.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+/// The media type of RFC 9457 §3 problem documents.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A problem document (RFC 9457 §3.1) plus Bastion's extension members.
+///
+/// `type` is a stable URN `urn:bastion:problem:<code>`; clients switch on it, never on
+/// `detail`, which is for people.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// Stable problem type URI (RFC 9457 §3.1.1).
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// Short, fixed summary of the type (RFC 9457 §3.1.3).
+    pub title: &'static str,
+    /// HTTP status code (RFC 9457 §3.1.2).
+    pub status: u16,
+    /// Human-readable explanation of this occurrence; never holds secrets or internals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// For validation problems: `[{pointer, message}]` (JSON Pointer, RFC 6901).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// Seconds to wait before retrying (mirrors the `Retry-After` header).
+    #[serde(skip)]
+    pub retry_after_secs: Option<u64>,
+    /// Extra headers such as `WWW-Authenticate`.
+    #[serde(skip)]
+    pub www_authenticate: Option<&'static str>,
+}
+
+/// One invalid input location.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON Pointer (RFC 6901) into the request body.
+    pub pointer: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+/// The stable problem codes. Adding one is an API change; renaming one breaks clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// 400: the body is not what the route takes.
+    BadRequest,
+    /// 401: no valid credentials.
+    Unauthorized,
+    /// 401: the credentials were refused (same answer for every cause, no enumeration).
+    InvalidCredentials,
+    /// 401: an MFA or enrollment code was wrong, used or expired.
+    InvalidCode,
+    /// 403: authenticated, but policy denies.
+    Forbidden,
+    /// 404: no such route, tool or record (or not visible to the caller).
+    NotFound,
+    /// 405: method not allowed.
+    MethodNotAllowed,
+    /// 409: version conflict.
+    Conflict,
+    /// 413: body over the limit.
+    PayloadTooLarge,
+    /// 415: not JSON.
+    UnsupportedMediaType,
+    /// 422: schema validation failed.
+    ValidationFailed,
+    /// 429: throttled.
+    TooManyRequests,
+    /// 500: something failed inside; details only in the server log.
+    Internal,
+    /// 503: a dependency (the store, the audit sink) is unavailable; the call had no effect.
+    Unavailable,
+    /// 408: the request took too long.
+    Timeout,
+}
+
+impl Code {
+    /// The `(status, slug, title)` triple of the code.
+    #[must_use]
+    pub fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::BadRequest => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication required",
+            ),
+            Self::InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-credentials",
+                "Invalid credentials",
+            ),
+            Self::InvalidCode => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-code",
+                "Invalid or expired code",
+            ),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            Self::Conflict => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Self::ValidationFailed => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation-failed",
+                "Validation failed",
+            ),
+            Self::TooManyRequests => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+            Self::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout", "Request timeout"),
+        }
+    }
+}
+
+impl Problem {
+    /// A problem of `code` with an optional detail.
+    #[must_use]
+    pub fn new(code: Code, detail: impl Into<Option<String>>) -> Self {
+        let (status, slug, title) = code.parts();
+        Self {
+            type_uri: format!("urn:bastion:problem:{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after_secs: None,
+            www_authenticate: None,
+        }
+    }
+
+    /// Shorthand without a detail.
+    #[must_use]
+    pub fn of(code: Code) -> Self {
+        Self::new(code, None)
+    }
+
+    /// Adds the `WWW-Authenticate: Bearer` challenge (RFC 6750 §3).
+    #[must_use]
+    pub fn bearer_challenge(mut self, value: &'static str) -> Self {
+        self.www_authenticate = Some(value);
+        self
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
+        let mut res = (status, body).into_response();
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                h.insert(header::RETRY_AFTER, v);
+            }
+        }
+        if let Some(v) = self.www_authenticate {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+        }
+        res
+    }
+}

@@ -1,0 +1,420 @@
+//! Routes: health, auth (DESIGN.md's contract), OAuth metadata, JWKS, tools.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use bastion_identity::{AuthError, IdentityService, LoginOutcome, TokenPair};
+use bastion_tools::{CallContext, Pipeline, ToolError};
+use bastion_types::Principal;
+use http::{StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::http_layers::{JsonBody, cors, problem_for_layer_errors, security_headers};
+use crate::problem::{Code, FieldError, Problem};
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Accounts, MFA and tokens.
+    pub identity: Arc<IdentityService>,
+    /// The tool pipeline of the served app.
+    pub pipeline: Pipeline,
+    /// The store, for readiness.
+    pub store: bastion_store::Store,
+    /// HTTP options.
+    pub options: Arc<ServerOptions>,
+}
+
+/// HTTP-level options.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Served over TLS (adds HSTS).
+    pub tls: bool,
+    /// Exact CORS origins.
+    pub cors_allowed_origins: Vec<String>,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Whole-request time limit, seconds.
+    pub request_timeout_secs: u64,
+    /// Public base URL (`iss` and metadata), no trailing slash.
+    pub issuer: String,
+}
+
+/// Builds the router with every transport control applied.
+pub fn router(state: AppState) -> Router {
+    let opts = Arc::clone(&state.options);
+    let tls = opts.tls;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/mfa/totp/enroll", post(totp_enroll))
+        .route("/v1/auth/mfa/totp/confirm", post(totp_confirm))
+        .route("/v1/auth/mfa/totp", post(totp_verify))
+        .route("/v1/auth/mfa/recovery", post(recovery_verify))
+        .route("/v1/auth/logout", post(logout))
+        .route("/oauth/token", post(oauth_token))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/oauth-authorization-server", get(as_metadata))
+        .route("/.well-known/oauth-protected-resource", get(pr_metadata))
+        .route("/v1/tools", get(list_tools))
+        .route("/v1/tools/{name}", post(call_tool))
+        .fallback(|| async { Problem::of(Code::NotFound) })
+        .with_state(state)
+        .layer(middleware::from_fn(problem_for_layer_errors))
+        .layer(RequestBodyLimitLayer::new(opts.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(opts.request_timeout_secs),
+        ))
+        .layer(cors(&opts.cors_allowed_origins))
+        .layer(middleware::from_fn(move |req, next| {
+            security_headers(tls, req, next)
+        }))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.store.system().await {
+        Ok(tx) => {
+            let _ = tx.rollback().await;
+            Json(json!({"status": "ready"})).into_response()
+        }
+        Err(_) => Problem::of(Code::Unavailable).into_response(),
+    }
+}
+
+/// The caller's address: the TCP peer (proxy headers are not trusted here). Requests that
+/// did not come over a socket (in-process tests) count as the unspecified address.
+fn client_addr(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+/// Peer address extractor.
+struct ClientAddr(IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = Problem;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        Ok(Self(client_addr(parts)))
+    }
+}
+
+/// An authenticated principal from `Authorization: Bearer <access token>` (RFC 6750 §2.1).
+struct Authenticated(Principal);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = Problem;
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Problem> {
+        let unauthorized =
+            || Problem::of(Code::Unauthorized).bearer_challenge("Bearer error=\"invalid_token\"");
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = value
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Problem::of(Code::Unauthorized).bearer_challenge("Bearer"))?;
+        match s.identity.verify_access_token(token).await {
+            Ok(p) => Ok(Self(p)),
+            Err(AuthError::Unavailable) => Err(Problem::of(Code::Unavailable)),
+            Err(_) => Err(unauthorized()),
+        }
+    }
+}
+
+fn auth_problem(e: AuthError) -> Problem {
+    match e {
+        AuthError::InvalidCredentials => Problem::of(Code::InvalidCredentials),
+        AuthError::Throttled { retry_after_secs } => {
+            let mut p = Problem::new(
+                Code::TooManyRequests,
+                "too many attempts; try again later".to_owned(),
+            );
+            p.retry_after_secs = Some(retry_after_secs);
+            p
+        }
+        AuthError::InvalidCode | AuthError::Expired => Problem::of(Code::InvalidCode),
+        AuthError::InvalidToken | AuthError::MfaRequired => {
+            Problem::of(Code::Unauthorized).bearer_challenge("Bearer error=\"invalid_token\"")
+        }
+        AuthError::BadRequest(reason) => Problem::new(Code::BadRequest, reason),
+        AuthError::Unavailable => Problem::of(Code::Unavailable),
+        _ => Problem::of(Code::Internal),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    tenant: String,
+    username: String,
+    password: String,
+}
+
+async fn login(
+    State(s): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    JsonBody(b): JsonBody<LoginBody>,
+) -> Response {
+    match s
+        .identity
+        .login(&b.tenant, &b.username, &b.password, addr)
+        .await
+    {
+        Ok(LoginOutcome::MfaRequired { mfa_token, methods }) => {
+            Json(json!({"mfa_token": mfa_token, "methods": methods})).into_response()
+        }
+        Ok(LoginOutcome::EnrollmentRequired { enrollment_token }) => {
+            Json(json!({"enrollment_token": enrollment_token, "methods": ["totp"]})).into_response()
+        }
+        Err(e) => auth_problem(e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollBody {
+    enrollment_token: String,
+}
+
+async fn totp_enroll(State(s): State<AppState>, JsonBody(b): JsonBody<EnrollBody>) -> Response {
+    match s.identity.totp_enroll(&b.enrollment_token).await {
+        Ok(e) => {
+            Json(json!({"secret": e.secret_base32, "otpauth_uri": e.otpauth_uri})).into_response()
+        }
+        Err(e) => auth_problem(e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmBody {
+    enrollment_token: String,
+    code: String,
+}
+
+async fn totp_confirm(State(s): State<AppState>, JsonBody(b): JsonBody<ConfirmBody>) -> Response {
+    match s.identity.totp_confirm(&b.enrollment_token, &b.code).await {
+        Ok(c) => {
+            let mut v = token_json(&c.tokens);
+            v["recovery_codes"] = json!(c.recovery_codes);
+            Json(v).into_response()
+        }
+        Err(e) => auth_problem(e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MfaBody {
+    mfa_token: String,
+    code: String,
+}
+
+async fn totp_verify(State(s): State<AppState>, JsonBody(b): JsonBody<MfaBody>) -> Response {
+    match s.identity.verify_totp(&b.mfa_token, &b.code).await {
+        Ok(t) => Json(token_json(&t)).into_response(),
+        Err(e) => auth_problem(e).into_response(),
+    }
+}
+
+async fn recovery_verify(State(s): State<AppState>, JsonBody(b): JsonBody<MfaBody>) -> Response {
+    match s.identity.verify_recovery_code(&b.mfa_token, &b.code).await {
+        Ok(t) => Json(token_json(&t)).into_response(),
+        Err(e) => auth_problem(e).into_response(),
+    }
+}
+
+/// RFC 6749 §5.1 token response.
+fn token_json(t: &TokenPair) -> Value {
+    json!({
+        "access_token": t.access_token,
+        "token_type": "Bearer",
+        "expires_in": t.expires_in,
+        "refresh_token": t.refresh_token,
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogoutBody {
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+async fn logout(
+    State(s): State<AppState>,
+    Authenticated(p): Authenticated,
+    body: axum::body::Bytes,
+) -> Response {
+    let b: LogoutBody = if body.is_empty() {
+        LogoutBody::default()
+    } else {
+        match crate::http_layers::parse_json(&body) {
+            Ok(b) => b,
+            Err(p) => return p.into_response(),
+        }
+    };
+    // The access token names its refresh family (`sid`): logging out revokes that family,
+    // which kills the access token at once too. A refresh token in the body is revoked as well.
+    let mut result = s.identity.logout_principal(&p).await;
+    if let (Ok(()), Some(rt)) = (&result, b.refresh_token.as_deref()) {
+        result = match s.identity.logout(rt).await {
+            Err(AuthError::InvalidToken) => Ok(()),
+            other => other,
+        };
+    }
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => auth_problem(e).into_response(),
+    }
+}
+
+/// RFC 6749 §5.2 error response (the token endpoint keeps OAuth's own error format).
+fn oauth_error(status: StatusCode, error: &'static str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({"error": error})),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: String,
+    refresh_token: Option<String>,
+}
+
+async fn oauth_token(
+    State(s): State<AppState>,
+    headers: http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let form_ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form_ok {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let Ok(form) = serde_urlencoded_from(&body) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    };
+    match (form.grant_type.as_str(), form.refresh_token) {
+        ("refresh_token", Some(rt)) => match s.identity.refresh(&rt).await {
+            Ok(t) => (
+                StatusCode::OK,
+                [(header::CACHE_CONTROL, "no-store")],
+                Json(token_json(&t)),
+            )
+                .into_response(),
+            Err(AuthError::Unavailable) => Problem::of(Code::Unavailable).into_response(),
+            Err(_) => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant"),
+        },
+        ("refresh_token", None) => oauth_error(StatusCode::BAD_REQUEST, "invalid_request"),
+        _ => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+    }
+}
+
+fn serde_urlencoded_from(body: &[u8]) -> Result<TokenForm, ()> {
+    serde_urlencoded::from_bytes(body).map_err(|_| ())
+}
+
+async fn jwks(State(s): State<AppState>) -> Response {
+    match s.identity.jwks() {
+        Ok(set) => (
+            [
+                (header::CACHE_CONTROL, "public, max-age=300"),
+                (header::CONTENT_TYPE, "application/jwk-set+json"),
+            ],
+            Json(set),
+        )
+            .into_response(),
+        Err(_) => Problem::of(Code::Unavailable).into_response(),
+    }
+}
+
+/// RFC 8414 authorization server metadata.
+async fn as_metadata(State(s): State<AppState>) -> Json<Value> {
+    let iss = &s.options.issuer;
+    Json(json!({
+        "issuer": iss,
+        "token_endpoint": format!("{iss}/oauth/token"),
+        "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+        "grant_types_supported": ["refresh_token"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "response_types_supported": [],
+    }))
+}
+
+/// RFC 9728 protected resource metadata.
+async fn pr_metadata(State(s): State<AppState>) -> Json<Value> {
+    let iss = &s.options.issuer;
+    Json(json!({
+        "resource": iss,
+        "authorization_servers": [iss],
+        "bearer_methods_supported": ["header"],
+        "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+    }))
+}
+
+async fn list_tools(State(s): State<AppState>, Authenticated(p): Authenticated) -> Response {
+    Json(json!({"tools": s.pipeline.tools_for(&p)})).into_response()
+}
+
+async fn call_tool(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Authenticated(p): Authenticated,
+    JsonBody(args): JsonBody<Value>,
+) -> Response {
+    let ctx = CallContext {
+        request_id: bastion_types::RecordId::new_random().to_string(),
+        channel: "rest",
+    };
+    match s.pipeline.call(&p, &name, args, &ctx).await {
+        Ok(out) => Json(json!({"result": out.result})).into_response(),
+        Err(e) => tool_problem(e).into_response(),
+    }
+}
+
+fn tool_problem(e: ToolError) -> Problem {
+    let detail = e.to_string();
+    match e {
+        ToolError::UnknownTool(_) | ToolError::NotFound => Problem::new(Code::NotFound, detail),
+        ToolError::Forbidden(_) => Problem::new(Code::Forbidden, detail),
+        ToolError::InvalidInput(errs) => {
+            let mut p = Problem::new(Code::ValidationFailed, detail);
+            p.errors = errs
+                .into_iter()
+                .map(|(pointer, message)| FieldError { pointer, message })
+                .collect();
+            p
+        }
+        ToolError::Conflict { .. } => Problem::new(Code::Conflict, detail),
+        ToolError::Unavailable => Problem::new(Code::Unavailable, detail),
+        _ => Problem::of(Code::Internal),
+    }
+}

@@ -1,0 +1,31 @@
+//! Errors of a tool call. Each maps to one HTTP problem type in `bastion-server`.
+
+/// Why a tool call did not produce a result. Messages are safe to show to the caller.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToolError {
+    /// No tool of that name in the manifest.
+    #[error("no tool named `{0}`")]
+    UnknownTool(String),
+    /// Policy denies the action for this principal (at the action level).
+    #[error("not allowed to call `{0}`")]
+    Forbidden(String),
+    /// The arguments fail the tool's input schema: `(json pointer, message)` pairs.
+    #[error("the arguments do not match the tool's input schema")]
+    InvalidInput(Vec<(String, String)>),
+    /// The record does not exist in the caller's tenant, or policy hides it.
+    #[error("record not found")]
+    NotFound,
+    /// The record changed since the caller read it.
+    #[error("the record was changed by someone else (current version {current_version})")]
+    Conflict {
+        /// The version now stored.
+        current_version: i64,
+    },
+    /// The store or the audit sink is unavailable; nothing was executed.
+    #[error("service unavailable; nothing was changed")]
+    Unavailable,
+    /// A bug or an inconsistent manifest; details are in the server log only.
+    #[error("internal error")]
+    Internal,
+}

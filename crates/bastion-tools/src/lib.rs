@@ -1,0 +1,21 @@
+//! The one pipeline every tool call goes through, whatever the door (REST today; MCP and
+//! the agent loop later):
+//!
+//! ```text
+//! tool lookup → action-level authorization → input JSON Schema → open TenantTx →
+//! load resource → Cedar decision on the resource → execute → output JSON Schema →
+//! audit record in the same transaction → commit
+//! ```
+//!
+//! A denial is audited too (allows and denies alike, case U3). If the audit append fails the
+//! transaction rolls back and the caller gets [`ToolError::Unavailable`]: no effect without
+//! its record (case U4). The tenant is the principal's; nothing in the arguments can change
+//! it (case Z7).
+
+mod error;
+mod pipeline;
+mod redact;
+
+pub use error::ToolError;
+pub use pipeline::{CallContext, Pipeline, ToolInfo, ToolOutput};
+pub use redact::redact_fields;

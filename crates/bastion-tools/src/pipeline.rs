@@ -1,0 +1,735 @@
+//! The pipeline proper.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bastion_app::record_output;
+use bastion_app::{AppSpec, EntitySpec, FieldType, ListScope, ToolKind, ToolSpec, ToolValidators};
+use bastion_audit::{AuditEvent, Outcome};
+use bastion_authz::{Authorizer, AuthzRequest, Decision, Resource};
+use bastion_store::records::{self, FieldRef, ListFilter, Page, RefTarget};
+use bastion_store::{Store, StoreError, TenantScope, TenantTx};
+use bastion_types::{Principal, Record, RecordId, SharedClock, UserId};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::ToolError;
+use crate::redact::redact_fields;
+
+/// Largest page a list tool returns.
+pub const PAGE_SIZE_MAX: u32 = 100;
+/// Page size when the caller does not ask.
+pub const PAGE_SIZE_DEFAULT: u32 = 20;
+
+/// Per-call facts from the transport.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// Request id for correlation in logs and audit.
+    pub request_id: String,
+    /// Which door the call came through (`rest`, `mcp`, `agent`).
+    pub channel: &'static str,
+}
+
+/// The successful result of a tool call.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolOutput {
+    /// The tool's output, valid against its output schema.
+    pub result: Value,
+    /// Sequence number of the audit record written with the effect.
+    pub audit_seq: u64,
+}
+
+/// A tool as listed to a caller by `GET /v1/tools`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolInfo {
+    /// Tool name.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// `low`, `medium` or `high`.
+    pub risk: String,
+    /// JSON Schema of the arguments.
+    pub input_schema: Value,
+    /// JSON Schema of the result.
+    pub output_schema: Value,
+}
+
+/// The tool pipeline for one app. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    app: Arc<AppSpec>,
+    authz: Arc<Authorizer>,
+    store: Store,
+    clock: SharedClock,
+    validators: BTreeMap<String, ToolValidators>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("app", &self.inner.app.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Builds the pipeline, compiling every tool's schemas.
+    ///
+    /// # Errors
+    /// A message naming the tool whose schema does not compile (`bastion check` reports
+    /// these earlier with file and line).
+    pub fn new(
+        app: Arc<AppSpec>,
+        authz: Arc<Authorizer>,
+        store: Store,
+        clock: SharedClock,
+    ) -> Result<Self, String> {
+        let mut validators = BTreeMap::new();
+        for (name, tool) in &app.tools {
+            let v = tool
+                .validators()
+                .map_err(|e| format!("tool `{name}`: {e}"))?;
+            validators.insert(name.to_string(), v);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                app,
+                authz,
+                store,
+                clock,
+                validators,
+            }),
+        })
+    }
+
+    /// The app this pipeline serves.
+    #[must_use]
+    pub fn app(&self) -> &AppSpec {
+        &self.inner.app
+    }
+
+    /// The tools `principal` may call at all, with their schemas (sorted by name).
+    #[must_use]
+    pub fn tools_for(&self, principal: &Principal) -> Vec<ToolInfo> {
+        let allowed = self
+            .inner
+            .authz
+            .allowed_actions(principal, self.inner.clock.now());
+        self.inner
+            .app
+            .tools
+            .iter()
+            .filter(|(name, _)| allowed.iter().any(|a| a == name.as_str()))
+            .map(|(name, t)| ToolInfo {
+                name: name.to_string(),
+                description: t.description.clone(),
+                risk: t.risk.as_str().to_owned(),
+                input_schema: t.input_schema.clone(),
+                output_schema: t.output_schema.clone(),
+            })
+            .collect()
+    }
+
+    /// Runs one tool call for `principal` through the whole pipeline.
+    ///
+    /// # Errors
+    /// [`ToolError`]; every error after the tool lookup is audited.
+    pub async fn call(
+        &self,
+        principal: &Principal,
+        tool_name: &str,
+        args: Value,
+        ctx: &CallContext,
+    ) -> Result<ToolOutput, ToolError> {
+        let inner = &self.inner;
+        let Some((tool_key, tool)) = inner
+            .app
+            .tools
+            .iter()
+            .find(|(k, _)| k.as_str() == tool_name)
+        else {
+            return Err(ToolError::UnknownTool(tool_name.chars().take(64).collect()));
+        };
+        let name = tool_key.to_string();
+        let entity = inner
+            .app
+            .entities
+            .get(&tool.entity)
+            .ok_or(ToolError::Internal)?;
+        let audit = AuditCtx {
+            principal,
+            tool: &name,
+            tool_spec: tool,
+            entity,
+            ctx,
+            now: inner.clock.now(),
+        };
+
+        // 1. Action level: can this principal call the tool at all?
+        if !inner
+            .authz
+            .allowed_actions(principal, audit.now)
+            .iter()
+            .any(|a| a == &name)
+        {
+            self.audit_alone(
+                &audit,
+                Outcome::Deny,
+                None,
+                &[],
+                json!({"reason": "action not permitted"}),
+                &args,
+            )
+            .await?;
+            return Err(ToolError::Forbidden(name));
+        }
+
+        // 2. Input schema (before any data is touched).
+        let compiled = inner.validators.get(&name).ok_or(ToolError::Internal)?;
+        let errors: Vec<(String, String)> = bastion_app::schema_violations(&compiled.input, &args)
+            .into_iter()
+            .map(|v| (v.pointer, v.message))
+            .collect();
+        if !errors.is_empty() {
+            self.audit_alone(
+                &audit,
+                Outcome::Deny,
+                None,
+                &[],
+                json!({"reason": "invalid input"}),
+                &args,
+            )
+            .await?;
+            return Err(ToolError::InvalidInput(errors));
+        }
+
+        // 3. One tenant transaction for the resource, the decision, the effect and its record.
+        let mut tx = inner
+            .store
+            .begin(TenantScope::of(principal))
+            .await
+            .map_err(store_err)?;
+        let outcome = self.execute(&mut tx, &audit, &args).await;
+        match outcome {
+            Ok((result, target, decision)) => {
+                if !compiled.output.is_valid(&result) {
+                    tracing::error!(target: "bastion::alert", tool = %name, "tool output failed its output schema; refused");
+                    rollback(tx).await;
+                    self.audit_alone(
+                        &audit,
+                        Outcome::Error,
+                        target.as_deref(),
+                        &decision.policy_ids,
+                        json!({"reason": "output schema"}),
+                        &args,
+                    )
+                    .await?;
+                    return Err(ToolError::Internal);
+                }
+                let seq = append(
+                    &mut tx,
+                    &audit,
+                    Outcome::Allow,
+                    target.as_deref(),
+                    &decision.policy_ids,
+                    json!({}),
+                    &args,
+                )
+                .await?;
+                tx.commit().await.map_err(store_err)?;
+                Ok(ToolOutput {
+                    result,
+                    audit_seq: seq,
+                })
+            }
+            Err(Failure {
+                error,
+                target,
+                policy_ids,
+                reason,
+            }) => {
+                // Nothing of the effect survives: roll back, then record the refusal.
+                rollback(tx).await;
+                let outcome = match error {
+                    ToolError::NotFound | ToolError::Forbidden(_) | ToolError::InvalidInput(_) => {
+                        Outcome::Deny
+                    }
+                    _ => Outcome::Error,
+                };
+                self.audit_alone(
+                    &audit,
+                    outcome,
+                    target.as_deref(),
+                    &policy_ids,
+                    json!({"reason": reason}),
+                    &args,
+                )
+                .await?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        tx: &mut TenantTx,
+        a: &AuditCtx<'_>,
+        args: &Value,
+    ) -> Result<(Value, Option<String>, Decision), Failure> {
+        let tool = a.tool_spec;
+        let entity_name = tool.entity.as_str();
+        match tool.kind {
+            ToolKind::RecordCreate => {
+                let parent = match &tool.parent {
+                    Some(field) => {
+                        let pid = parse_id(args, field)?;
+                        let parent_entity = a
+                            .entity
+                            .fields
+                            .get(field)
+                            .and_then(|f| f.entity.clone())
+                            .ok_or_else(|| Failure::internal("parent field has no entity"))?;
+                        Some(load(tx, &parent_entity, pid).await?)
+                    }
+                    None => None,
+                };
+                let resource = match &parent {
+                    Some(p) => Resource::Record {
+                        record: p,
+                        parent: None,
+                    },
+                    None => Resource::Tenant,
+                };
+                let decision = self.decide(a, resource)?;
+                let target_parent = parent.as_ref().map(|p| p.id.to_string());
+                let mut data = args.as_object().cloned().unwrap_or_default();
+                data.extend(tool.resolved_set(&a.principal.user_id));
+                check_user_refs(tx, a.entity, &data).await?;
+                let refs = field_refs(a.entity, &data);
+                let record = records::insert_record(
+                    tx,
+                    entity_name,
+                    a.principal.user_id,
+                    Value::Object(data),
+                    &refs,
+                )
+                .await
+                .map_err(|e| Failure::store(e, target_parent.clone()))?;
+                Ok((
+                    record_output(&record),
+                    Some(record.id.to_string()),
+                    decision,
+                ))
+            }
+            ToolKind::RecordGet => {
+                let id = parse_id(args, "id")?;
+                let record = load(tx, entity_name, id).await?;
+                let parent = load_parent(tx, a.entity, &record).await?;
+                let decision = self.decide(
+                    a,
+                    Resource::Record {
+                        record: &record,
+                        parent: parent.as_ref(),
+                    },
+                )?;
+                Ok((
+                    record_output(&record),
+                    Some(record.id.to_string()),
+                    decision,
+                ))
+            }
+            ToolKind::RecordList => {
+                let decision = self.decide(a, Resource::Tenant)?;
+                let filter = list_filter(tool, a.principal);
+                let limit = args
+                    .get("limit")
+                    .and_then(Value::as_u64)
+                    .map_or(PAGE_SIZE_DEFAULT, |l| {
+                        u32::try_from(l).unwrap_or(PAGE_SIZE_MAX)
+                    })
+                    .clamp(1, PAGE_SIZE_MAX);
+                let offset = args
+                    .get("offset")
+                    .and_then(Value::as_u64)
+                    .map_or(0, |o| u32::try_from(o).unwrap_or(u32::MAX));
+                let page = Page { offset, limit };
+                let (records, total) = records::list_records(tx, entity_name, &filter, page)
+                    .await
+                    .map_err(|e| Failure::store(e, None))?;
+                // Defence in depth: every listed row must also be readable through the
+                // entity's `record.get` tool. A row the SQL scope returns but policy denies
+                // means the manifest's scope is broader than its policies: fail closed, alert.
+                if let Some(get_tool) = self.get_tool_for(entity_name) {
+                    for r in &records {
+                        let parent = load_parent(tx, a.entity, r).await?;
+                        let d = self.inner.authz.decide(&AuthzRequest {
+                            principal: a.principal,
+                            action: get_tool,
+                            resource: Resource::Record {
+                                record: r,
+                                parent: parent.as_ref(),
+                            },
+                            now: a.now,
+                        });
+                        if !d.allowed || !d.errors.is_empty() {
+                            tracing::error!(target: "bastion::alert", tool = %a.tool, "list scope returned a row that policy denies; refused");
+                            return Err(Failure::internal("list scope broader than policy"));
+                        }
+                    }
+                }
+                let items: Vec<Value> = records.iter().map(record_output).collect();
+                let result = json!({"items": items, "total": total});
+                Ok((result, None, decision))
+            }
+            ToolKind::RecordUpdate => {
+                let id = parse_id(args, "id")?;
+                let record = load(tx, entity_name, id).await?;
+                let parent = load_parent(tx, a.entity, &record).await?;
+                let decision = self
+                    .decide(
+                        a,
+                        Resource::Record {
+                            record: &record,
+                            parent: parent.as_ref(),
+                        },
+                    )
+                    .map_err(|mut f| {
+                        f.target = Some(record.id.to_string());
+                        f
+                    })?;
+                let expected = args
+                    .get("version")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(record.version);
+                let mut data = record.data.as_object().cloned().unwrap_or_default();
+                if let Some(obj) = args.as_object() {
+                    for (k, v) in obj {
+                        if k != "id" && k != "version" {
+                            data.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                data.extend(tool.resolved_set(&a.principal.user_id));
+                check_user_refs(tx, a.entity, &data).await?;
+                let refs = field_refs(a.entity, &data);
+                let updated = records::update_record(
+                    tx,
+                    entity_name,
+                    id,
+                    expected,
+                    Value::Object(data),
+                    &refs,
+                )
+                .await
+                .map_err(|e| Failure::store(e, Some(id.to_string())))?;
+                Ok((
+                    record_output(&updated),
+                    Some(updated.id.to_string()),
+                    decision,
+                ))
+            }
+        }
+    }
+
+    /// The `record.get` tool of an entity, if the manifest has one.
+    fn get_tool_for(&self, entity: &str) -> Option<&str> {
+        self.inner
+            .app
+            .tools
+            .iter()
+            .find(|(_, t)| t.kind == ToolKind::RecordGet && t.entity == entity)
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// One Cedar decision; a deny or any evaluation error refuses.
+    fn decide(&self, a: &AuditCtx<'_>, resource: Resource<'_>) -> Result<Decision, Failure> {
+        let target = match &resource {
+            Resource::Record { record, .. } | Resource::RecordIn { record, .. } => {
+                Some(record.id.to_string())
+            }
+            _ => None,
+        };
+        let record_scoped = target.is_some();
+        let d = self.inner.authz.decide(&AuthzRequest {
+            principal: a.principal,
+            action: a.tool,
+            resource,
+            now: a.now,
+        });
+        if !d.errors.is_empty() {
+            tracing::error!(target: "bastion::alert", tool = %a.tool, errors = ?d.errors, "policy evaluation error; denied");
+        }
+        if d.allowed && d.errors.is_empty() {
+            return Ok(d);
+        }
+        // A record the caller may not act on is reported as absent, so existence does not leak.
+        let error = if record_scoped {
+            ToolError::NotFound
+        } else {
+            ToolError::Forbidden(a.tool.to_owned())
+        };
+        let reason = if d.errors.is_empty() {
+            "policy denied"
+        } else {
+            "policy evaluation error"
+        };
+        Err(Failure {
+            error,
+            target,
+            policy_ids: d.policy_ids,
+            reason,
+        })
+    }
+
+    async fn audit_alone(
+        &self,
+        a: &AuditCtx<'_>,
+        outcome: Outcome,
+        target: Option<&str>,
+        policy_ids: &[String],
+        extra: Value,
+        args: &Value,
+    ) -> Result<(), ToolError> {
+        let mut tx = self
+            .inner
+            .store
+            .begin(TenantScope::of(a.principal))
+            .await
+            .map_err(store_err)?;
+        append(&mut tx, a, outcome, target, policy_ids, extra, args).await?;
+        tx.commit().await.map_err(store_err)
+    }
+}
+
+struct AuditCtx<'a> {
+    principal: &'a Principal,
+    tool: &'a str,
+    tool_spec: &'a ToolSpec,
+    entity: &'a EntitySpec,
+    ctx: &'a CallContext,
+    now: i64,
+}
+
+struct Failure {
+    error: ToolError,
+    target: Option<String>,
+    policy_ids: Vec<String>,
+    reason: &'static str,
+}
+
+impl Failure {
+    fn internal(reason: &'static str) -> Self {
+        tracing::error!(target: "bastion::alert", reason, "pipeline inconsistency");
+        Self {
+            error: ToolError::Internal,
+            target: None,
+            policy_ids: Vec::new(),
+            reason: "internal",
+        }
+    }
+
+    fn store(e: StoreError, target: Option<String>) -> Self {
+        let (error, reason) = match e {
+            StoreError::NotFound => (ToolError::NotFound, "not found"),
+            StoreError::Conflict { current_version } => {
+                (ToolError::Conflict { current_version }, "version conflict")
+            }
+            StoreError::Unavailable { .. } => (ToolError::Unavailable, "store unavailable"),
+            StoreError::Invalid { reason } => (
+                ToolError::InvalidInput(vec![(String::new(), reason.to_owned())]),
+                "invalid input",
+            ),
+            other => {
+                tracing::error!(error = %other, "store error during tool call");
+                (ToolError::Internal, "store error")
+            }
+        };
+        Self {
+            error,
+            target,
+            policy_ids: Vec::new(),
+            reason,
+        }
+    }
+
+    fn invalid(pointer: &str, message: &str) -> Self {
+        Self {
+            error: ToolError::InvalidInput(vec![(pointer.to_owned(), message.to_owned())]),
+            target: None,
+            policy_ids: Vec::new(),
+            reason: "invalid input",
+        }
+    }
+}
+
+/// Rolls back; a failed rollback is logged (the connection is discarded by the pool).
+async fn rollback(tx: TenantTx) {
+    if let Err(e) = tx.rollback().await {
+        tracing::warn!(error = %e, "rollback failed");
+    }
+}
+
+fn store_err(e: StoreError) -> ToolError {
+    match e {
+        StoreError::Unavailable { .. } => ToolError::Unavailable,
+        other => {
+            tracing::error!(error = %other, "store error");
+            ToolError::Unavailable
+        }
+    }
+}
+
+async fn append(
+    tx: &mut TenantTx,
+    a: &AuditCtx<'_>,
+    outcome: Outcome,
+    target: Option<&str>,
+    policy_ids: &[String],
+    extra: Value,
+    args: &Value,
+) -> Result<u64, ToolError> {
+    let mut detail = Map::new();
+    detail.insert("tool".to_owned(), json!(a.tool));
+    detail.insert("risk".to_owned(), json!(a.tool_spec.risk.as_str()));
+    detail.insert("channel".to_owned(), json!(a.ctx.channel));
+    detail.insert("request_id".to_owned(), json!(a.ctx.request_id));
+    detail.insert("args".to_owned(), redact_fields(a.entity, args));
+    if let Value::Object(m) = extra {
+        detail.extend(m);
+    }
+    let event = AuditEvent {
+        at: a.now,
+        tenant_id: a.principal.tenant_id,
+        actor: Some(a.principal.user_id),
+        action: format!("tool.{}", a.tool),
+        target: target.map(str::to_owned),
+        outcome,
+        policy_ids: policy_ids.to_vec(),
+        detail: Value::Object(detail),
+    };
+    match bastion_store::audit::append_audit(tx, &event).await {
+        Ok((seq, _hash)) => Ok(seq),
+        Err(e) => {
+            tracing::error!(target: "bastion::alert", error = %e, "audit append failed; call refused");
+            Err(ToolError::Unavailable)
+        }
+    }
+}
+
+fn parse_id(args: &Value, field: &str) -> Result<RecordId, Failure> {
+    args.get(field)
+        .and_then(Value::as_str)
+        .and_then(|s| RecordId::parse(s).ok())
+        .ok_or_else(|| Failure::invalid(&format!("/{field}"), "must be a record id"))
+}
+
+async fn load(tx: &mut TenantTx, entity: &str, id: RecordId) -> Result<Record, Failure> {
+    match records::get_record(tx, entity, id).await {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(Failure::store(StoreError::NotFound, Some(id.to_string()))),
+        Err(e) => Err(Failure::store(e, Some(id.to_string()))),
+    }
+}
+
+/// The parent record of `record`, when its entity has a `ref` field (e.g. a proposal's quote).
+async fn load_parent(
+    tx: &mut TenantTx,
+    entity: &EntitySpec,
+    record: &Record,
+) -> Result<Option<Record>, Failure> {
+    let Some((field, parent_entity)) = entity.fields.iter().find_map(|(k, f)| {
+        (f.ty == FieldType::Ref)
+            .then(|| f.entity.clone().map(|e| (k.clone(), e)))
+            .flatten()
+    }) else {
+        return Ok(None);
+    };
+    let Some(pid) = record
+        .data
+        .get(&field)
+        .and_then(Value::as_str)
+        .and_then(|s| RecordId::parse(s).ok())
+    else {
+        return Ok(None);
+    };
+    load(tx, &parent_entity, pid).await.map(Some)
+}
+
+/// The user- and ref-typed fields present in `data`, for the store to index (list scopes)
+/// and to check with composite foreign keys (same tenant, existing row).
+fn field_refs(entity: &EntitySpec, data: &Map<String, Value>) -> Vec<FieldRef> {
+    let mut out = Vec::new();
+    for (k, f) in &entity.fields {
+        let Some(text) = data.get(k).and_then(Value::as_str) else {
+            continue;
+        };
+        let target = match f.ty {
+            FieldType::User => UserId::parse(text).ok().map(RefTarget::User),
+            FieldType::Ref => match (&f.entity, RecordId::parse(text)) {
+                (Some(e), Ok(id)) => Some(RefTarget::Record {
+                    entity: e.clone(),
+                    id,
+                }),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(target) = target {
+            out.push(FieldRef {
+                field: k.clone(),
+                target,
+            });
+        }
+    }
+    out
+}
+
+/// Every user-typed field must name a user of the caller's own tenant.
+async fn check_user_refs(
+    tx: &mut TenantTx,
+    entity: &EntitySpec,
+    data: &Map<String, Value>,
+) -> Result<(), Failure> {
+    for (k, f) in &entity.fields {
+        if f.ty != FieldType::User {
+            continue;
+        }
+        let Some(v) = data.get(k) else { continue };
+        let Some(uid) = v.as_str().and_then(|s| UserId::parse(s).ok()) else {
+            return Err(Failure::invalid(&format!("/{k}"), "must be a user id"));
+        };
+        match bastion_store::users::user_by_id(tx, uid).await {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(StoreError::NotFound) => {
+                return Err(Failure::invalid(&format!("/{k}"), "no such user"));
+            }
+            Err(e) => return Err(Failure::store(e, None)),
+        }
+    }
+    Ok(())
+}
+
+/// The SQL filter of a list tool for this principal: the union of the scopes of the roles it
+/// holds; no scoped role → nothing.
+fn list_filter(tool: &ToolSpec, principal: &Principal) -> ListFilter {
+    let mut parts = Vec::new();
+    for (role, scope) in &tool.scope {
+        if !principal.has_role(role.as_str()) {
+            continue;
+        }
+        match scope {
+            ListScope::Tenant => return ListFilter::All,
+            ListScope::Owner => parts.push(ListFilter::Owner(principal.user_id)),
+            ListScope::Field(f) => parts.push(ListFilter::Field(f.clone(), principal.user_id)),
+        }
+    }
+    match parts.len() {
+        0 => ListFilter::Nothing,
+        1 => parts.pop().unwrap_or(ListFilter::Nothing),
+        _ => ListFilter::AnyOf(parts),
+    }
+}
