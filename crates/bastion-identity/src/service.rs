@@ -987,12 +987,13 @@ impl IdentityService {
     }
 
     /// Logs out the session of `refresh_token`: its family is revoked, so the refresh token
-    /// and every access token of the session stop working at once. Idempotent for an
-    /// already revoked session.
+    /// and every access token of the session stop working at once.
+    ///
+    /// Like RFC 7009 §2.2, a token that is already dead (revoked, expired, or spent — which
+    /// also writes an `auth.refresh_reuse` record and revokes its family) is not an error.
     ///
     /// # Errors
-    /// [`AuthError::InvalidToken`] for an unknown token, or a reused one (whose family is
-    /// revoked anyway, with an `auth.refresh_reuse` record).
+    /// [`AuthError::InvalidToken`] for a token this service never issued.
     pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
         let (tid, old_hash) = parse_opaque(refresh_token)?;
         let now = self.now();
@@ -1020,9 +1021,10 @@ impl IdentityService {
                 tx.commit().await.map_err(store_err)
             }
             RotateOutcome::Reused { family, user } => {
+                // Also what a second logout with the same token sees (the first one spent
+                // it): the family is revoked either way, which is all logout asks for.
                 self.audit_reuse(&mut tx, tid, family, user, now).await?;
-                tx.commit().await.map_err(store_err)?;
-                Err(AuthError::InvalidToken)
+                tx.commit().await.map_err(store_err)
             }
             RotateOutcome::Revoked | RotateOutcome::Expired => {
                 tx.rollback().await.map_err(store_err)
