@@ -81,12 +81,14 @@ impl PasswordHasher {
         let argon = argon2_for(self.params)?;
         let salt_bytes = bastion_crypto::random_bytes(16).map_err(|_| AuthError::Unavailable)?;
         let salt = SaltString::encode_b64(&salt_bytes).map_err(|_| AuthError::Unavailable)?;
-        let _permit = self
-            .permits
-            .acquire()
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| AuthError::Unavailable)?;
+        // The permit moves into the blocking task: a cancelled caller cannot free it while
+        // the hash is still running, so the bound holds.
         tokio::task::spawn_blocking(move || {
+            let _held = permit;
             argon
                 .hash_password(password.as_bytes(), &salt)
                 .map(|h| h.to_string())
@@ -115,12 +117,12 @@ impl PasswordHasher {
         } else {
             password.to_owned()
         };
-        let _permit = self
-            .permits
-            .acquire()
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| AuthError::Unavailable)?;
         let matched = tokio::task::spawn_blocking(move || {
+            let _held = permit;
             let Ok(parsed) = PasswordHash::new(&stored) else {
                 return false;
             };

@@ -351,7 +351,7 @@ impl IdentityService {
             "login:acct:{}",
             bastion_crypto::sha256_hex(format!("{tenant_norm}\n{user_norm}").as_bytes())
         );
-        let address_key = format!("login:addr:{client_addr}");
+        let address_key = format!("login:addr:{}", address_bucket(client_addr));
 
         // Throttle checks, and the tenant lookup, in one short system transaction.
         let mut sys = self.inner.store.system().await.map_err(store_err)?;
@@ -1139,6 +1139,22 @@ impl IdentityService {
             auth_time: claims.auth_time,
             token_id: claims.jti,
         })
+    }
+}
+
+/// The throttling bucket of a client address: the IPv4 address itself, or the /64 of an
+/// IPv6 address (one subscriber usually holds a whole /64, so single IPv6 addresses would
+/// be free to rotate). IPv4-mapped IPv6 addresses count as their IPv4 address.
+fn address_bucket(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 

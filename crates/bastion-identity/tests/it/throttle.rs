@@ -189,3 +189,31 @@ async fn success_resets_the_account_counter() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn ipv6_addresses_are_throttled_per_64() {
+    let h = Harness::new().await;
+    for i in 0..50_u16 {
+        let a = std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, i, 0, 0, i));
+        let e = h
+            .svc
+            .login("acme", &format!("user-{i}"), "wrong password!!", a)
+            .await
+            .unwrap_err();
+        assert_eq!(e, AuthError::InvalidCredentials);
+    }
+    let same_64 = std::net::IpAddr::V6(std::net::Ipv6Addr::new(
+        0x2001, 0xdb8, 1, 2, 0xffff, 1, 2, 3,
+    ));
+    assert!(matches!(
+        h.svc.login("acme", "alice", PASSWORD, same_64).await,
+        Err(AuthError::Throttled { .. })
+    ));
+    let other_64 = std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
+    assert!(
+        h.svc
+            .login("acme", "alice", PASSWORD, other_64)
+            .await
+            .is_ok()
+    );
+}
