@@ -193,6 +193,23 @@ async fn i4_kid_injection_is_rejected_without_touching_files_or_sql() {
     assert!(!marker.exists());
     // Rejections are decided in memory: nothing was written.
     assert_eq!(h.audit_bodies().await.len(), before);
+
+    // With the database closed, any query would fail as `Unavailable`: the injected kids
+    // are still refused as invalid tokens, so no SQL ran for them.
+    h.store.close().await;
+    for kid in ["../../../../dev/null", "' UNION SELECT 'k'--"] {
+        let header = json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": kid });
+        let forged = forge(&header, &p, |m| h.keys.active().sign(m));
+        assert_eq!(
+            h.svc.verify_access_token(&forged).await,
+            Err(AuthError::InvalidToken)
+        );
+    }
+    // Control: a genuine token does reach the store, which is closed.
+    assert_eq!(
+        h.svc.verify_access_token(&token).await,
+        Err(AuthError::Unavailable)
+    );
 }
 
 #[tokio::test]
