@@ -54,7 +54,6 @@ pub async fn security_headers(tls: bool, req: Request, next: Next) -> Response {
 /// CORS from an exact allowlist (Fetch standard §3.2). Origins not on the list get no
 /// `Access-Control-Allow-Origin` at all; credentials (cookies) are never allowed since
 /// Bastion authenticates with bearer tokens.
-#[must_use]
 pub fn cors(origins: &[String]) -> CorsLayer {
     let list: Vec<HeaderValue> = origins
         .iter()

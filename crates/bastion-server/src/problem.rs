@@ -10,28 +10,19 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// A problem document (RFC 9457 §3.1) plus Bastion's extension members.
 ///
-/// `type` is a stable URN `urn:bastion:problem:<code>`; clients switch on it, never on
-/// `detail`, which is for people.
-#[derive(Debug, Clone, Serialize)]
+/// Serialized as `{type, title, status, detail?, errors?}` where `type` is the stable URN
+/// `urn:bastion:problem:<code>`; clients switch on it, never on `detail`, which is for people.
+#[derive(Debug, Clone)]
 pub struct Problem {
-    /// Stable problem type URI (RFC 9457 §3.1.1).
-    #[serde(rename = "type")]
-    pub type_uri: String,
-    /// Short, fixed summary of the type (RFC 9457 §3.1.3).
-    pub title: &'static str,
-    /// HTTP status code (RFC 9457 §3.1.2).
-    pub status: u16,
+    /// The stable code, giving `type`, `title` and `status`.
+    pub code: Code,
     /// Human-readable explanation of this occurrence; never holds secrets or internals.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// For validation problems: `[{pointer, message}]` (JSON Pointer, RFC 6901).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
-    /// Seconds to wait before retrying (mirrors the `Retry-After` header).
-    #[serde(skip)]
+    /// Seconds to wait before retrying (sent as `Retry-After`, RFC 9110 §10.2.3).
     pub retry_after_secs: Option<u64>,
-    /// Extra headers such as `WWW-Authenticate`.
-    #[serde(skip)]
+    /// A `WWW-Authenticate` challenge (RFC 6750 §3).
     pub www_authenticate: Option<&'static str>,
 }
 
@@ -147,16 +138,34 @@ impl Problem {
     /// A problem of `code` with an optional detail.
     #[must_use]
     pub fn new(code: Code, detail: impl Into<Option<String>>) -> Self {
-        let (status, slug, title) = code.parts();
         Self {
-            type_uri: format!("urn:bastion:problem:{slug}"),
-            title,
-            status: status.as_u16(),
+            code,
             detail: detail.into(),
             errors: Vec::new(),
             retry_after_secs: None,
             www_authenticate: None,
         }
+    }
+
+    /// The problem `type` URI.
+    #[must_use]
+    pub fn type_uri(&self) -> String {
+        format!("urn:bastion:problem:{}", self.code.parts().1)
+    }
+
+    /// The JSON document.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        let (status, _, title) = self.code.parts();
+        let mut v =
+            serde_json::json!({"type": self.type_uri(), "title": title, "status": status.as_u16()});
+        if let Some(d) = &self.detail {
+            v["detail"] = serde_json::Value::String(d.clone());
+        }
+        if !self.errors.is_empty() {
+            v["errors"] = serde_json::to_value(&self.errors).unwrap_or_default();
+        }
+        v
     }
 
     /// Shorthand without a detail.
@@ -175,16 +184,17 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
+        let status = self.code.parts().0;
+        let body = serde_json::to_vec(&self.to_json()).unwrap_or_else(|_| b"{}".to_vec());
         let mut res = (status, body).into_response();
         let h = res.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(secs) = self.retry_after_secs {
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                h.insert(header::RETRY_AFTER, v);
-            }
+        if let Some(v) = self
+            .retry_after_secs
+            .and_then(|secs| HeaderValue::from_str(&secs.to_string()).ok())
+        {
+            h.insert(header::RETRY_AFTER, v);
         }
         if let Some(v) = self.www_authenticate {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
