@@ -152,7 +152,9 @@ impl Pipeline {
             .iter()
             .find(|(k, _)| k.as_str() == tool_name)
         else {
-            return Err(ToolError::UnknownTool(tool_name.chars().take(64).collect()));
+            let shown: String = tool_name.chars().take(64).collect();
+            self.audit_unknown_tool(principal, &shown, ctx).await?;
+            return Err(ToolError::UnknownTool(shown));
         };
         let name = tool_key.to_string();
         let entity = inner
@@ -483,6 +485,37 @@ impl Pipeline {
             policy_ids: d.policy_ids,
             reason,
         })
+    }
+
+    /// Records a call to a tool the manifest does not have (arguments are not recorded:
+    /// without a tool there is no schema telling which fields are sensitive).
+    async fn audit_unknown_tool(
+        &self,
+        principal: &Principal,
+        shown: &str,
+        ctx: &CallContext,
+    ) -> Result<(), ToolError> {
+        let event = AuditEvent {
+            at: self.inner.clock.now(),
+            tenant_id: principal.tenant_id,
+            actor: Some(principal.user_id),
+            action: "tool.unknown".to_owned(),
+            target: None,
+            outcome: Outcome::Deny,
+            policy_ids: Vec::new(),
+            detail: json!({"tool": shown, "channel": ctx.channel, "request_id": ctx.request_id, "reason": "unknown tool"}),
+        };
+        let mut tx = self
+            .inner
+            .store
+            .begin(TenantScope::of(principal))
+            .await
+            .map_err(store_err)?;
+        if let Err(e) = bastion_store::audit::append_audit(&mut tx, &event).await {
+            tracing::error!(target: "bastion::alert", error = %e, "audit append failed; call refused");
+            return Err(ToolError::Unavailable);
+        }
+        tx.commit().await.map_err(store_err)
     }
 
     async fn audit_alone(
