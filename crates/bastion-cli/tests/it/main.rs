@@ -2,6 +2,11 @@
 //! create and list quotes, 404 across tenants), `audit verify` before and after tampering,
 //! `check` on a good and a broken app, and `serve` refusing unsafe production configs
 //! (L2, L3).
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failure aborts the test"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -60,13 +65,17 @@ fn text(b: &[u8]) -> String {
 }
 
 fn totp(secret_b32: &str) -> String {
-    let secret = data_encoding::BASE32_NOPAD.decode(secret_b32.as_bytes()).unwrap();
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(secret_b32.as_bytes())
+        .unwrap();
     bastion_identity::totp_code(&secret, u64::try_from(SystemClock.now()).unwrap(), 6)
 }
 
 fn sub_of(token: &str) -> String {
     let payload = token.split('.').nth(1).unwrap();
-    let bytes = data_encoding::BASE64URL_NOPAD.decode(payload.as_bytes()).unwrap();
+    let bytes = data_encoding::BASE64URL_NOPAD
+        .decode(payload.as_bytes())
+        .unwrap();
     serde_json::from_slice::<Value>(&bytes).unwrap()["sub"]
         .as_str()
         .unwrap()
@@ -114,7 +123,11 @@ impl Demo {
         let mfa = body["mfa_token"].as_str().unwrap().to_owned();
         let code = totp(u["totp_secret"].as_str().unwrap());
         let (status, body) = self
-            .post("/v1/auth/mfa/totp", None, &json!({"mfa_token": mfa, "code": code}))
+            .post(
+                "/v1/auth/mfa/totp",
+                None,
+                &json!({"mfa_token": mfa, "code": code}),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         body["access_token"].as_str().unwrap().to_owned()
@@ -129,7 +142,9 @@ async fn start_demo(data: &Path, log: &Path) -> (Running, Demo) {
         .args(["--listen", "127.0.0.1:0", "--app"])
         .arg(app_dir())
         .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(log.with_extension("out")).unwrap()))
+        .stdout(Stdio::from(
+            std::fs::File::create(log.with_extension("out")).unwrap(),
+        ))
         .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
         .spawn()
         .unwrap();
@@ -138,7 +153,10 @@ async fn start_demo(data: &Path, log: &Path) -> (Running, Demo) {
     let http = reqwest::Client::new();
     for _ in 0..1200 {
         if let Some(status) = running.child().try_wait().unwrap() {
-            panic!("demo exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "demo exited with {status}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         if let Some(creds) = std::fs::read(&creds_path)
             .ok()
@@ -158,7 +176,10 @@ async fn start_demo(data: &Path, log: &Path) -> (Running, Demo) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(running);
-    panic!("demo did not come up in 120 s: {}", std::fs::read_to_string(log).unwrap_or_default());
+    panic!(
+        "demo did not come up in 120 s: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 async fn audit_verify(data: &Path) -> Output {
@@ -175,7 +196,10 @@ async fn demo_end_to_end_then_audit_verify_detects_a_flipped_byte_and_prod_refus
     assert!(demo.url.starts_with("http://127.0.0.1:"), "{}", demo.url);
     for t in ["acme", "globex"] {
         let users = demo.creds["tenants"][t]["users"].as_array().unwrap();
-        let names: Vec<&str> = users.iter().map(|u| u["username"].as_str().unwrap()).collect();
+        let names: Vec<&str> = users
+            .iter()
+            .map(|u| u["username"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["buyer", "seller", "finance", "finance2"], "{t}");
     }
 
@@ -189,33 +213,58 @@ async fn demo_end_to_end_then_audit_verify_detects_a_flipped_byte_and_prod_refus
         "amount_minor": 135000,
         "currency": "EUR",
     });
-    let (status, body) = demo.post("/v1/tools/create_quote", Some(&buyer), &args).await;
+    let (status, body) = demo
+        .post("/v1/tools/create_quote", Some(&buyer), &args)
+        .await;
     assert_eq!(status, 200, "{body}");
     let quote = body["result"]["id"].as_str().unwrap().to_owned();
     assert_eq!(body["result"]["status"], "open");
-    let (status, body) = demo.post("/v1/tools/list_quotes", Some(&buyer), &json!({})).await;
+    let (status, body) = demo
+        .post("/v1/tools/list_quotes", Some(&buyer), &json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["total"], 1);
     assert_eq!(body["result"]["items"][0]["id"], quote.as_str());
-    let (status, body) = demo.post("/v1/tools/list_quotes", Some(&seller), &json!({})).await;
+    let (status, body) = demo
+        .post("/v1/tools/list_quotes", Some(&seller), &json!({}))
+        .await;
     assert_eq!((status, body["result"]["total"].clone()), (200, json!(1)));
 
     // Across tenants: not found, and invisible in lists.
     let g_finance = demo.login("globex", "finance").await;
-    let (status, body) = demo.post("/v1/tools/get_quote", Some(&g_finance), &json!({"id": quote})).await;
+    let (status, body) = demo
+        .post(
+            "/v1/tools/get_quote",
+            Some(&g_finance),
+            &json!({"id": quote}),
+        )
+        .await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["type"], "urn:bastion:problem:not-found");
-    let (status, body) = demo.post("/v1/tools/list_quotes", Some(&g_finance), &json!({})).await;
+    let (status, body) = demo
+        .post("/v1/tools/list_quotes", Some(&g_finance), &json!({}))
+        .await;
     assert_eq!((status, body["result"]["total"].clone()), (200, json!(0)));
-    let (status, _) = demo.post("/v1/tools/create_quote", Some(&seller), &args).await;
+    let (status, _) = demo
+        .post("/v1/tools/create_quote", Some(&seller), &args)
+        .await;
     assert_eq!(status, 403);
 
     drop(running);
 
     // The audit log verifies.
     let out = audit_verify(&data).await;
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains("ok: chain"), "{}", text(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("ok: chain"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // Flip one byte of one audit record (dropping the append-only trigger first).
     let db = data.join("bastion.db");
@@ -223,7 +272,10 @@ async fn demo_end_to_end_then_audit_verify_detects_a_flipped_byte_and_prod_refus
         use sqlx::{Connection, Row};
         let url = format!("sqlite://{}", db.display());
         let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("DROP TRIGGER audit_log_no_update").execute(&mut conn).await.unwrap();
+        sqlx::query("DROP TRIGGER audit_log_no_update")
+            .execute(&mut conn)
+            .await
+            .unwrap();
         let row = sqlx::query("SELECT tenant_id, body FROM audit_log WHERE seq = 2 AND tenant_id <> '00000000-0000-0000-0000-000000000000' ORDER BY tenant_id LIMIT 1")
             .fetch_one(&mut conn)
             .await
@@ -244,21 +296,30 @@ async fn demo_end_to_end_then_audit_verify_detects_a_flipped_byte_and_prod_refus
         let out = audit_verify(&data).await;
         let stdout = text(&out.stdout);
         assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
-        let fail = stdout.lines().find(|l| l.starts_with("FAIL")).unwrap_or_default();
+        let fail = stdout
+            .lines()
+            .find(|l| l.starts_with("FAIL"))
+            .unwrap_or_default();
         assert!(fail.contains(&tenant), "{stdout}");
         assert!(fail.contains("position 2"), "{stdout}");
     }
 
     // L3: a production config over this database (it holds demo users) refuses to start.
     let secret = tmp.path().join("secret.key");
-    std::fs::write(&secret, "k".repeat(8) + "3f9a0c1e7b2d4f6a8c0e2b4d6f8a0c1e3b5d").unwrap();
+    std::fs::write(
+        &secret,
+        "k".repeat(8) + "3f9a0c1e7b2d4f6a8c0e2b4d6f8a0c1e3b5d",
+    )
+    .unwrap();
     let cfg = prod_config(tmp.path(), &db, "trusted_proxy = true", Some(&secret));
     let out = serve(&cfg).await;
     assert_refusal(&out, "demo or test account");
 }
 
 fn prod_config(dir: &Path, db: &Path, server_extra: &str, secret: Option<&Path>) -> PathBuf {
-    let secret_line = secret.map_or(String::new(), |p| format!("secret_key_file = {:?}\n", p.display().to_string()));
+    let secret_line = secret.map_or(String::new(), |p| {
+        format!("secret_key_file = {:?}\n", p.display().to_string())
+    });
     let text = format!(
         "profile = \"prod\"\n[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n[app]\ndir = {:?}\n[database]\nurl = \"sqlite://{}\"\n[identity]\nissuer = \"https://bastion.example\"\naudience = \"bastion\"\nkey_dir = {:?}\n{secret_line}",
         app_dir().display().to_string(),
@@ -310,15 +371,31 @@ async fn l2_unsafe_production_configs_exit_before_binding() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let held_addr = held.local_addr().unwrap();
     let cases: Vec<(String, Option<&Path>, &str)> = vec![
-        ("trusted_proxy = true".to_owned(), None, "secret_key_file is not set"),
-        ("trusted_proxy = true".to_owned(), Some(&default), "known default"),
-        ("trusted_proxy = true".to_owned(), Some(&short), "shorter than"),
+        (
+            "trusted_proxy = true".to_owned(),
+            None,
+            "secret_key_file is not set",
+        ),
+        (
+            "trusted_proxy = true".to_owned(),
+            Some(&default),
+            "known default",
+        ),
+        (
+            "trusted_proxy = true".to_owned(),
+            Some(&short),
+            "shorter than",
+        ),
         (
             "trusted_proxy = true\ncors_allowed_origins = [\"*\"]".to_owned(),
             Some(&good),
             "CORS origin",
         ),
-        (String::new(), Some(&good), "plain HTTP without a trusted proxy"),
+        (
+            String::new(),
+            Some(&good),
+            "plain HTTP without a trusted proxy",
+        ),
     ];
     for (extra, secret, why) in cases {
         let cfg = prod_config(tmp.path(), &db, &extra, secret);
@@ -340,16 +417,23 @@ async fn check_accepts_vendor_quote_and_names_file_and_line_for_a_broken_copy() 
     let mut cmd = bin();
     cmd.arg("check").arg(app_dir());
     let out = run(cmd, 60).await;
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).contains("ok:"));
 
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path().join("vendor-quote");
     copy_dir(&app_dir(), &copy);
     let manifest = copy.join("app.toml");
-    let broken = std::fs::read_to_string(&manifest)
-        .unwrap()
-        .replacen("entity = \"quote\"\nrisk = \"low\"", "entity = \"quotes\"\nrisk = \"low\"", 1);
+    let broken = std::fs::read_to_string(&manifest).unwrap().replacen(
+        "entity = \"quote\"\nrisk = \"low\"",
+        "entity = \"quotes\"\nrisk = \"low\"",
+        1,
+    );
     std::fs::write(&manifest, broken).unwrap();
     let mut cmd = bin();
     cmd.arg("check").arg(&copy);
@@ -362,16 +446,20 @@ async fn check_accepts_vendor_quote_and_names_file_and_line_for_a_broken_copy() 
         .unwrap_or_else(|| panic!("no app.toml finding: {stdout}"));
     let after = finding.split("app.toml:").nth(1).unwrap();
     let line: String = after.chars().take_while(char::is_ascii_digit).collect();
-    assert!(!line.is_empty() && after[line.len()..].starts_with(':'), "{finding}");
+    assert!(
+        !line.is_empty() && after[line.len()..].starts_with(':'),
+        "{finding}"
+    );
     assert!(line.parse::<u32>().unwrap() > 1, "{finding}");
 
     // A broken policy file is reported with its file and line too.
     let copy2 = tmp.path().join("vendor-quote-2");
     copy_dir(&app_dir(), &copy2);
     let policy = copy2.join("policies/vendor-quote.cedar");
-    let p = std::fs::read_to_string(&policy)
-        .unwrap()
-        .replace("resource.owner == principal", "resource.no_such_attr == principal");
+    let p = std::fs::read_to_string(&policy).unwrap().replace(
+        "resource.owner == principal",
+        "resource.no_such_attr == principal",
+    );
     std::fs::write(&policy, p).unwrap();
     let mut cmd = bin();
     cmd.arg("check").arg(&copy2);

@@ -152,10 +152,7 @@ pub async fn spawn_app_with(opts: ServerOptions) -> TestApp {
             let secret = data_encoding::BASE32_NOPAD
                 .decode(p.secret_base32.as_bytes())
                 .unwrap();
-            users.insert(
-                (t.to_owned(), name.to_owned()),
-                SeededUser { id, secret },
-            );
+            users.insert((t.to_owned(), name.to_owned()), SeededUser { id, secret });
         }
     }
     TestApp {

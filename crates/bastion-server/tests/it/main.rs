@@ -1,5 +1,10 @@
 //! bastion-server integration tests: the real stack in-process (router via `oneshot`) and
 //! the real listener (slowloris, TLS 1.3).
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failure aborts the test"
+)]
 
 mod audit;
 mod harness;

@@ -148,7 +148,8 @@ async fn l4_request_timeout_is_problem_json() {
     opts.request_timeout_secs = 1;
     let app = spawn_app_with(opts).await;
     let token = app.login("acme", "buyer").await;
-    let first: Result<axum::body::Bytes, std::io::Error> = Ok(axum::body::Bytes::from_static(b"{\"limit\": "));
+    let first: Result<axum::body::Bytes, std::io::Error> =
+        Ok(axum::body::Bytes::from_static(b"{\"limit\": "));
     let stalled = futures::stream::iter(vec![first]).chain(futures::stream::pending());
     let r = tokio::time::timeout(
         std::time::Duration::from_secs(10),
