@@ -194,6 +194,19 @@ async fn demo_end_to_end_then_audit_verify_detects_a_flipped_byte_and_prod_refus
     let data = tmp.path().join("data");
     let (running, demo) = start_demo(&data, &tmp.path().join("demo.log")).await;
     assert!(demo.url.starts_with("http://127.0.0.1:"), "{}", demo.url);
+    let printed = std::fs::read_to_string(tmp.path().join("demo.out")).unwrap();
+    assert!(
+        printed.contains("serving") && printed.contains(&format!("at {}", demo.url)),
+        "{printed}"
+    );
+    // The credentials file is private (0600) and so is the data dir.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data.join("demo-credentials.json")), 0o600);
+        assert_eq!(mode(&data), 0o700);
+    }
     for t in ["acme", "globex"] {
         let users = demo.creds["tenants"][t]["users"].as_array().unwrap();
         let names: Vec<&str> = users

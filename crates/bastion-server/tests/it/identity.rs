@@ -254,7 +254,9 @@ async fn logout_and_disable_refuse_the_access_token_at_once() {
     let r = app.post_form("/oauth/token", &refresh_form(rt)).await;
     assert_eq!(r.json()["error"], "invalid_grant", "refresh after logout");
 
-    let token = app.login("acme", "seller").await;
+    let pair = app.login_pair("acme", "seller").await;
+    let token = pair["access_token"].as_str().unwrap().to_owned();
+    let seller_rt = pair["refresh_token"].as_str().unwrap().to_owned();
     assert_eq!(
         app.get("/v1/tools", Some(&token)).await.status,
         StatusCode::OK
@@ -264,6 +266,14 @@ async fn logout_and_disable_refuse_the_access_token_at_once() {
         .await
         .unwrap();
     assert_refused(&app, &token, "disabled user").await;
+    let r = app
+        .post_form("/oauth/token", &refresh_form(&seller_rt))
+        .await;
+    assert_eq!(
+        r.json()["error"],
+        "invalid_grant",
+        "refresh of a disabled user"
+    );
     let r = app
         .post_json(
             "/v1/auth/login",

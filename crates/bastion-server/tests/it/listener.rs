@@ -17,13 +17,22 @@ async fn start(
     tls: Option<Arc<rustls::ServerConfig>>,
     header_secs: u64,
 ) -> (std::net::SocketAddr, watch::Sender<bool>) {
+    start_with(app, tls, header_secs, 64).await
+}
+
+async fn start_with(
+    app: &TestApp,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    header_secs: u64,
+    connections_max: usize,
+) -> (std::net::SocketAddr, watch::Sender<bool>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = watch::channel(false);
     let limits = ConnLimits {
         header_read_timeout_secs: header_secs,
         tls_handshake_timeout_secs: 2,
-        connections_max: 64,
+        connections_max,
     };
     tokio::spawn(serve(listener, app.router.clone(), tls, limits, rx));
     (addr, tx)
@@ -156,5 +165,57 @@ async fn tls_1_2_is_refused_and_tls_1_3_is_served_with_hsts() {
         "{text}"
     );
     assert!(!text.contains("\r\nserver:"), "{text}");
+    let _ = stop.send(true);
+}
+
+/// A client that connects and never sends a byte is cut off too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l4_silent_connection_is_closed() {
+    let app = spawn_app_with(options(false, &[])).await;
+    let (addr, stop) = start(&app, None, 1).await;
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), read_to_close(&mut silent))
+        .await
+        .expect("a silent connection is still open after 5 s");
+    assert!(got.is_empty() || !got.starts_with(b"HTTP/1.1 200"));
+    let _ = stop.send(true);
+}
+
+/// A TLS client that stalls in the handshake is cut off by the handshake limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l4_stalled_tls_handshake_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    let app = spawn_app_with(options(true, &[])).await;
+    let (addr, stop) = start(&app, Some(tls13_config(&cert_path, &key_path).unwrap()), 5).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // Half a TLS record header, then nothing.
+    s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(6), read_to_close(&mut s))
+        .await
+        .expect("a stalled TLS handshake is still open after 6 s");
+    let _ = stop.send(true);
+}
+
+/// Silent connections must not hold every connection slot: with `connections_max = 2`, two
+/// clients that connect and send nothing must not lock a third, normal client out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l4_silent_connections_do_not_exhaust_the_slots() {
+    let app = spawn_app_with(options(false, &[])).await;
+    let (addr, stop) = start_with(&app, None, 1, 2).await;
+    let _a = TcpStream::connect(addr).await.unwrap();
+    let _b = TcpStream::connect(addr).await.unwrap();
+    let served = tokio::time::timeout(Duration::from_secs(8), async {
+        let mut ok = TcpStream::connect(addr).await.unwrap();
+        ok.write_all(GET_HEALTHZ).await.unwrap();
+        read_to_close(&mut ok).await
+    })
+    .await
+    .expect("a normal client was locked out by two silent connections for 8 s");
+    assert!(served.starts_with(b"HTTP/1.1 200"));
     let _ = stop.send(true);
 }
