@@ -384,3 +384,35 @@ async fn u2_a_failed_password_appears_nowhere() {
     assert!(!captured.is_empty(), "TRACE subscriber captured nothing");
     assert!(!contains(&captured, "Tr0ub4dor"), "password in the logs");
 }
+
+#[tokio::test]
+async fn jwks_and_metadata_publish_public_keys_only() {
+    let app = spawn_app().await;
+    let r = app.get("/.well-known/jwks.json", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let keys = r.json()["keys"].as_array().unwrap().clone();
+    assert!(!keys.is_empty());
+    for k in &keys {
+        assert_eq!(k["kty"], "OKP", "{k}");
+        assert_eq!(k["crv"], "Ed25519", "{k}");
+        assert!(k.get("d").is_none(), "private key material published: {k}");
+        assert!(k["kid"].is_string());
+    }
+    let token = app.login("acme", "buyer").await;
+    let (header, payload) = parts(&token);
+    assert!(keys.iter().any(|k| k["kid"] == header["kid"]));
+    assert_eq!(header["alg"], "EdDSA");
+    assert_eq!(header["typ"], "at+jwt");
+    let meta = app
+        .get("/.well-known/oauth-authorization-server", None)
+        .await
+        .json();
+    assert_eq!(meta["issuer"], payload["iss"]);
+    assert_eq!(meta["issuer"], crate::harness::ISSUER);
+    let pr = app
+        .get("/.well-known/oauth-protected-resource", None)
+        .await
+        .json();
+    assert_eq!(pr["authorization_servers"][0], meta["issuer"]);
+    assert_eq!(app.get("/readyz", None).await.status, StatusCode::OK);
+}
