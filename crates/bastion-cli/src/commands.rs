@@ -20,6 +20,11 @@ pub struct DbArgs {
     /// Database URL (`sqlite://PATH`); overrides --data.
     #[arg(long, global = true)]
     pub database_url: Option<String>,
+    /// The instance's secret key file, which encrypts TOTP secrets at rest: the
+    /// `identity.secret_key_file` of a `bastion serve` config. Default: DIR/secret.key (made
+    /// by `bastion demo`) when it exists.
+    #[arg(long, global = true)]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl DbArgs {
@@ -120,10 +125,24 @@ pub fn check(dir: &Path) -> anyhow::Result<ExitCode> {
 
 /// The identity service over the database, for operator commands. Tokens are never issued
 /// here, so an ephemeral key ring is enough.
+///
+/// Commands that read or write a TOTP secret need the instance's field-encryption secret:
+/// `--secret-key-file`, else `DIR/secret.key` when it exists. Without either the service
+/// gets an ephemeral key, which is enough for every command today: `users list` reads only
+/// whether a factor is confirmed and `users reset-mfa` deletes the secret unread.
 async fn identity_for(db: &DbArgs) -> anyhow::Result<bastion_identity::IdentityService> {
+    let secret_file = db.secret_key_file.clone().or_else(|| {
+        let default = db.data.join("secret.key");
+        default.exists().then_some(default)
+    });
+    let mut config = bastion_identity::IdentityConfig::new("urn:bastion:operator", "bastion");
+    if let Some(path) = secret_file {
+        config = config
+            .with_field_secret(&runtime::read_secret_file(&path)?)
+            .with_context(|| format!("{} must hold 32 to 1024 bytes", path.display()))?;
+    }
     let store = runtime::open_store(&db.url(), runtime::clock()).await?;
     let keys = std::sync::Arc::new(bastion_crypto::KeyRing::ephemeral()?);
-    let config = bastion_identity::IdentityConfig::new("urn:bastion:operator", "bastion");
     Ok(bastion_identity::IdentityService::new(store, keys, runtime::clock(), config).await?)
 }
 

@@ -1,4 +1,9 @@
 //! `bastion demo`: the vendor-quote app, two seeded tenants, one command.
+//!
+//! The data directory holds `bastion.db`, `keys/`, `demo-credentials.json` and `secret.key`:
+//! 32 random bytes (base64url, mode 0600) created on the first run and reused, the master
+//! secret that encrypts TOTP secrets at rest. Operator commands pointed at the same
+//! `--data DIR` read it from there.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -106,6 +111,8 @@ pub async fn run(data: &Path, listen_addr: &str, app: Option<&Path>) -> anyhow::
     let bound = listener.local_addr()?;
     let url = format!("http://{bound}");
 
+    let (field_secret, secret_created) =
+        runtime::load_or_create_secret_file(&data.join("secret.key"))?;
     let clock = runtime::clock();
     let store = runtime::open_store(
         &format!("sqlite://{}", data.join("bastion.db").display()),
@@ -127,6 +134,7 @@ pub async fn run(data: &Path, listen_addr: &str, app: Option<&Path>) -> anyhow::
         audience: "bastion".to_owned(),
         options,
         clock: Arc::clone(&clock),
+        field_secret,
     })
     .await?;
 
@@ -137,6 +145,11 @@ pub async fn run(data: &Path, listen_addr: &str, app: Option<&Path>) -> anyhow::
     {
         Some(mut c) if tenant_exists(&services.identity, "acme").await? => {
             c.url.clone_from(&url);
+            if secret_created {
+                // A data dir from before secret.key existed: its stored TOTP secrets cannot
+                // be read under the new key, so the demo users get fresh ones.
+                reprovision_totp(&services.identity, &mut c).await?;
+            }
             c
         }
         _ => seed(&services, &url).await?,
@@ -181,6 +194,22 @@ fn println_out(s: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{s}");
     let _ = out.flush();
+}
+
+/// Gives every demo user in `creds` a fresh TOTP secret (sealed under the current key).
+async fn reprovision_totp(
+    identity: &IdentityService,
+    creds: &mut Credentials,
+) -> anyhow::Result<()> {
+    for (tenant, t) in &mut creds.tenants {
+        for u in &mut t.users {
+            u.totp_secret = identity
+                .provision_totp(&slug(tenant)?, &slug(&u.username)?)
+                .await?
+                .secret_base32;
+        }
+    }
+    Ok(())
 }
 
 /// Creates the two tenants and their users, each with a random password and an enrolled TOTP.

@@ -46,6 +46,55 @@ pub async fn open_store(url: &str, clock: SharedClock) -> anyhow::Result<Store> 
         .context("cannot open the database")
 }
 
+/// Largest secret key file read, in bytes (the field secret itself is at most 1024).
+const SECRET_FILE_BYTES_MAX: u64 = 4096;
+/// Random bytes in a secret key file created by [`load_or_create_secret_file`]: 256 bits.
+const SECRET_FILE_RANDOM_BYTES: usize = 32;
+
+/// Reads a server secret key file (`identity.secret_key_file`, `DIR/secret.key`): its bytes
+/// with surrounding ASCII whitespace trimmed — the same bytes `Config::check_safe` measures.
+/// They are the master secret of field encryption (TOTP secrets at rest), so the file must
+/// stay the same across restarts. At least 32 bytes (checked by
+/// `IdentityConfig::with_field_secret`).
+pub fn read_secret_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let cannot = || format!("cannot read the secret key file {}", path.display());
+    let len = std::fs::metadata(path).with_context(cannot)?.len();
+    if len > SECRET_FILE_BYTES_MAX {
+        bail!(
+            "the secret key file {} is larger than {SECRET_FILE_BYTES_MAX} bytes",
+            path.display()
+        );
+    }
+    let bytes = std::fs::read(path).with_context(cannot)?;
+    Ok(bytes.trim_ascii().to_vec())
+}
+
+/// Reads `path`, or creates it first: 32 CSPRNG bytes as base64url, mode 0600, created
+/// exclusively (never overwritten). Returns the secret and whether it was just created.
+pub fn load_or_create_secret_file(path: &Path) -> anyhow::Result<(Vec<u8>, bool)> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let created = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut f) => {
+            let token = bastion_crypto::random_token(SECRET_FILE_RANDOM_BYTES)?;
+            f.write_all(token.as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot create {}", path.display()));
+        }
+    };
+    Ok((read_secret_file(path)?, created))
+}
+
 /// Everything needed to serve one app.
 pub struct Services {
     /// Router state.
@@ -63,6 +112,8 @@ pub struct BuildArgs<'a> {
     pub audience: String,
     pub options: ServerOptions,
     pub clock: SharedClock,
+    /// The field-encryption master secret (see [`read_secret_file`]).
+    pub field_secret: Vec<u8>,
 }
 
 /// Loads and strictly validates the app (refusing to start on any finding), loads or creates
@@ -82,12 +133,17 @@ pub async fn build(a: BuildArgs<'_>) -> anyhow::Result<Services> {
     let authz = Arc::new(Authorizer::new(&app).context("the policy set does not validate")?);
     let keys =
         KeyRing::load_or_generate(&a.key_dir).context("cannot load or create signing keys")?;
+    let config = IdentityConfig::new(a.issuer, a.audience)
+        .with_field_secret(&a.field_secret)
+        .context(
+            "the secret key file cannot key field encryption: it must hold 32 to 1024 bytes",
+        )?;
     let identity = Arc::new(
         IdentityService::new(
             a.store.clone(),
             Arc::new(keys),
             Arc::clone(&a.clock),
-            IdentityConfig::new(a.issuer, a.audience),
+            config,
         )
         .await?,
     );
@@ -131,9 +187,27 @@ pub async fn run_server(
 }
 
 /// `bastion serve --config FILE`.
+///
+/// `identity.secret_key_file` is required in every profile, `dev` included: it keys the
+/// encryption of TOTP secrets at rest, and a server without it could only use an ephemeral
+/// key — every second factor enrolled would stop working at the next restart. (`bastion
+/// demo` is the zero-configuration path; it creates `DIR/secret.key` itself.) The file is
+/// read before anything is opened or created.
 pub async fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config_path)?;
     cfg.check_safe()?;
+    let Some(secret_path) = &cfg.identity.secret_key_file else {
+        bail!(
+            "refusing to start: identity.secret_key_file is not set (it keys the encryption of TOTP secrets at rest; create one with 32 random bytes, mode 0600)"
+        );
+    };
+    let field_secret = read_secret_file(secret_path)?;
+    if field_secret.len() < bastion_crypto::FIELD_MASTER_SECRET_BYTES_MIN {
+        bail!(
+            "refusing to start: identity.secret_key_file is shorter than {} bytes",
+            bastion_crypto::FIELD_MASTER_SECRET_BYTES_MIN
+        );
+    }
     let clock = clock();
     let store = open_store(&cfg.database.url, Arc::clone(&clock)).await?;
     if cfg.profile != Profile::Dev {
@@ -168,6 +242,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         audience: cfg.identity.audience.clone(),
         options,
         clock,
+        field_secret,
     })
     .await?;
     run_server(services.state, cfg.server.listen, tls, |a| {

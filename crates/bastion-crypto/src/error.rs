@@ -22,4 +22,11 @@ pub enum CryptoError {
     /// The key directory holds no usable signing key and creating one was not asked for.
     #[error("no signing key in the key directory")]
     NoKey,
+    /// A field could not be encrypted (over-long value or context, or a cipher failure).
+    #[error("field encryption failed")]
+    Encrypt,
+    /// A sealed field did not open: wrong key, wrong row or field, unknown format, or
+    /// tampered bytes. Deliberately one answer for all.
+    #[error("field decryption failed")]
+    Decrypt,
 }

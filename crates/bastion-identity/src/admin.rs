@@ -381,7 +381,7 @@ impl IdentityService {
 
     /// Gives a user a confirmed TOTP factor and fresh recovery codes chosen by the operator
     /// (for `bastion demo`, which writes the secret to `demo-credentials.json`). Replaces any
-    /// existing factor.
+    /// existing factor. The secret is stored sealed under the tenant's field key.
     ///
     /// # Errors
     /// [`AuthError::NotFound`] for an unknown tenant or user.
@@ -393,20 +393,36 @@ impl IdentityService {
         let secret = new_totp_secret()?;
         let codes = new_recovery_codes()?;
         let hashes: Vec<[u8; 32]> = codes.iter().map(|c| recovery_code_hash(c)).collect();
-        let stored_secret = secret.clone();
-        self.with_user(
-            tenant,
-            username,
+        let t = self.tenant_by_slug(tenant).await?;
+        let mut tx = self.begin(t.id).await?;
+        let user = users::user_by_username(&mut tx, username)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| AuthError::NotFound(format!("user `{username}`")))?;
+        let sealed = self.seal_totp_secret(t.id, user.id, &secret)?;
+        let written = async {
+            mfa::set_totp_secret(&mut tx, user.id, &sealed, true).await?;
+            mfa::replace_recovery_codes(&mut tx, user.id, &hashes).await
+        }
+        .await;
+        match written {
+            Ok(()) => {}
+            Err(StoreError::Invalid { reason }) => {
+                return Err(AuthError::BadRequest(reason.to_owned()));
+            }
+            Err(e) => return Err(store_err(e)),
+        }
+        let ev = event(
+            self.now(),
+            t.id,
+            None,
             "admin.user.provision_totp",
-            move |tx, user| {
-                Box::pin(async move {
-                    mfa::set_totp_secret(tx, user.id, &stored_secret, true).await?;
-                    mfa::replace_recovery_codes(tx, user.id, &hashes).await?;
-                    Ok(json!({ "method": "totp" }))
-                })
-            },
-        )
-        .await?;
+            user_target(&user),
+            Outcome::Ok,
+            json!({ "method": "totp", "via": "operator" }),
+        );
+        audit::append_audit(&mut tx, &ev).await.map_err(store_err)?;
+        tx.commit().await.map_err(store_err)?;
         Ok(ProvisionedTotp {
             secret_base32: secret_base32(&secret),
             otpauth_uri: otpauth_uri(

@@ -1,5 +1,7 @@
 //! Configuration: every lifetime, window and limit is explicit here.
 
+use bastion_crypto::{CryptoError, FieldMasterKey};
+
 /// argon2id cost parameters (RFC 9106 §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PasswordParams {
@@ -80,11 +82,20 @@ pub struct IdentityConfig {
     pub throttle: ThrottleConfig,
     /// The issuer shown in authenticator apps (`otpauth://` URI `issuer`).
     pub totp_issuer: String,
+    /// The master key of field-level encryption at rest: TOTP secrets are stored sealed with
+    /// AES-256-GCM under a per-tenant key derived from it (HKDF-SHA256), bound to their row.
+    ///
+    /// [`IdentityConfig::new`] puts a **random, ephemeral** key here: secrets written under it
+    /// cannot be read after a restart (fine for tests and for operator tools that never read
+    /// a secret). A server sets the deployment's secret with
+    /// [`IdentityConfig::with_field_secret`]. `Debug` never prints it.
+    pub field_key: FieldMasterKey,
 }
 
 impl IdentityConfig {
     /// Production defaults for the given issuer and audience: access 300 s, refresh idle 1 h,
-    /// family 12 h, challenges 5 min with 5 attempts, OWASP argon2id, 4 concurrent hashes.
+    /// family 12 h, challenges 5 min with 5 attempts, OWASP argon2id, 4 concurrent hashes —
+    /// and an ephemeral field-encryption key (see [`IdentityConfig::field_key`]).
     #[must_use]
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
         Self {
@@ -99,6 +110,19 @@ impl IdentityConfig {
             hash_concurrency_max: 4,
             throttle: ThrottleConfig::default(),
             totp_issuer: "Bastion".to_owned(),
+            field_key: FieldMasterKey::ephemeral(),
         }
+    }
+
+    /// Sets the field-encryption master secret (e.g. the bytes of `identity.secret_key_file`,
+    /// surrounding whitespace trimmed by the caller). The same secret must be given on every
+    /// start, or stored TOTP secrets no longer decrypt and their users must use a recovery
+    /// code or have their MFA reset.
+    ///
+    /// # Errors
+    /// [`CryptoError::Key`] for a secret shorter than 32 bytes (or longer than 1024).
+    pub fn with_field_secret(mut self, secret: &[u8]) -> Result<Self, CryptoError> {
+        self.field_key = FieldMasterKey::from_secret(secret)?;
+        Ok(self)
     }
 }

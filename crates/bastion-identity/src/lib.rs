@@ -4,11 +4,15 @@
 //!   behind a semaphore; unknown users are verified against a dummy hash (I12).
 //! - MFA is mandatory: TOTP (RFC 6238, SHA-1, 6 digits, 30 s, ±1 step, each step usable once)
 //!   or single-use recovery codes. No access token exists before the second factor (I10).
+//!   TOTP secrets are stored sealed (AES-256-GCM, per-tenant key from
+//!   [`IdentityConfig::field_key`], bound to tenant, user and field); a secret that does not
+//!   decrypt is no usable factor (refused, with an alert).
 //! - Access tokens: RFC 9068 JWTs signed EdDSA/Ed25519 (RFC 8037), verified with a pinned
 //!   algorithm, `typ`, exact in-memory `kid`, typed claims and the [`bastion_types::Clock`],
 //!   then checked against the store so logout and disable take effect at once.
 //! - Refresh tokens: opaque, stored hashed, rotated on every use with reuse detection that
 //!   revokes the family (RFC 9700 §4.14.2), inside an absolute family lifetime.
+//!   Logout finds the family read-only, so logging out twice raises no reuse alarm.
 //! - Throttling per account and per client address, one generic error for every failure.
 
 mod admin;

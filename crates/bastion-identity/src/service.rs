@@ -36,6 +36,8 @@ const OPAQUE_BYTES_MAX: usize = 128;
 const CODE_BYTES_MAX: usize = 64;
 /// Longest username or tenant slug considered at login, in bytes.
 const LOGIN_NAME_BYTES_MAX: usize = 256;
+/// The field name bound into the additional data of sealed TOTP secrets.
+pub(crate) const TOTP_SECRET_FIELD: &str = "mfa_totp.secret";
 /// The second-factor methods offered after the password step.
 pub const MFA_METHODS: [&str; 2] = ["totp", "recovery_code"];
 
@@ -292,6 +294,50 @@ impl IdentityService {
         Ok(self.keys()?.jwks())
     }
 
+    /// Seals a TOTP secret for storage: AES-256-GCM under `tenant`'s field key, bound to the
+    /// user's row and the field name, with a fresh random nonce.
+    pub(crate) fn seal_totp_secret(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        secret: &[u8],
+    ) -> Result<Vec<u8>, AuthError> {
+        self.inner
+            .config
+            .field_key
+            .tenant_key(tenant.as_uuid().as_bytes())
+            .and_then(|k| k.seal(user.as_uuid().as_bytes(), TOTP_SECRET_FIELD, secret))
+            .map_err(|e| {
+                tracing::error!(target: "bastion::alert", tenant = %tenant, error = %e, "identity: cannot seal a totp secret");
+                AuthError::Unavailable
+            })
+    }
+
+    /// Opens a stored TOTP secret. `None` — no usable factor, so the code is refused — when
+    /// it does not decrypt (another key, a row copied from another user or tenant, a
+    /// clear-text row from before encryption, tampering); that raises an alert naming the
+    /// tenant and user, never any secret bytes.
+    pub(crate) fn open_totp_secret(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        stored: &[u8],
+    ) -> Option<Vec<u8>> {
+        let opened = self
+            .inner
+            .config
+            .field_key
+            .tenant_key(tenant.as_uuid().as_bytes())
+            .and_then(|k| k.open(user.as_uuid().as_bytes(), TOTP_SECRET_FIELD, stored));
+        match opened {
+            Ok(secret) => Some(secret),
+            Err(e) => {
+                tracing::error!(target: "bastion::alert", tenant = %tenant, user = %user, error = %e, "identity: stored totp secret does not decrypt; factor refused");
+                None
+            }
+        }
+    }
+
     pub(crate) async fn begin(&self, tenant: TenantId) -> Result<TenantTx, AuthError> {
         self.inner
             .store
@@ -398,6 +444,9 @@ impl IdentityService {
                 let user = users::user_by_username(&mut tx, &name)
                     .await
                     .map_err(store_err)?;
+                // Only the flag is read here. A confirmed factor whose secret no longer
+                // decrypts still counts: its user proves the second factor with a recovery
+                // code or gets an operator reset — never re-enrolls with a password alone.
                 let confirmed = match &user {
                     Some(u) => mfa::totp_for(&mut tx, u.id)
                         .await
@@ -654,7 +703,8 @@ impl IdentityService {
                     .map_err(store_err)?
                     .filter(|t| t.confirmed);
                 let step = if code.len() <= CODE_BYTES_MAX {
-                    totp.and_then(|t| verify_totp(&t.secret, code, now))
+                    totp.and_then(|t| self.open_totp_secret(tid, user.id, &t.secret))
+                        .and_then(|secret| verify_totp(&secret, code, now))
                 } else {
                     None
                 };
@@ -704,7 +754,8 @@ impl IdentityService {
         Ok(pair)
     }
 
-    /// Starts TOTP enrollment: a fresh 20-byte secret (stored unconfirmed) for the user of
+    /// Starts TOTP enrollment: a fresh 20-byte secret (stored unconfirmed, sealed under the
+    /// tenant's field key) for the user of
     /// `enrollment_token`. May be called again to replace an unconfirmed secret; the token
     /// stays valid for [`IdentityService::totp_confirm`].
     ///
@@ -736,7 +787,8 @@ impl IdentityService {
             tx.rollback().await.map_err(store_err)?;
             return Err(AuthError::InvalidToken);
         }
-        mfa::set_totp_secret(&mut tx, user.id, &secret, false)
+        let sealed = self.seal_totp_secret(tid, user.id, &secret)?;
+        mfa::set_totp_secret(&mut tx, user.id, &sealed, false)
             .await
             .map_err(store_err)?;
         let ev = event(
@@ -792,7 +844,8 @@ impl IdentityService {
             return Err(AuthError::InvalidToken);
         }
         let step = if code.len() <= CODE_BYTES_MAX {
-            verify_totp(&totp.secret, code, now)
+            self.open_totp_secret(tid, user.id, &totp.secret)
+                .and_then(|secret| verify_totp(&secret, code, now))
         } else {
             None
         };
@@ -989,51 +1042,52 @@ impl IdentityService {
     /// Logs out the session of `refresh_token`: its family is revoked, so the refresh token
     /// and every access token of the session stop working at once.
     ///
-    /// Like RFC 7009 §2.2, a token that is already dead (revoked, expired, or spent — which
-    /// also writes an `auth.refresh_reuse` record and revokes its family) is not an error.
+    /// The token's family is found by a read-only lookup, so logout never trips reuse
+    /// detection by itself. Like RFC 7009 §2.2, a token whose session is already over
+    /// (logged out, revoked) is not an error: a second logout with the same token is a quiet
+    /// no-op and writes nothing. A token that had already been rotated, presented while its
+    /// session is still live, is a replay (RFC 9700 §4.14.2): the family is revoked all the
+    /// same and an `auth.refresh_reuse` record is written, as [`IdentityService::refresh`]
+    /// would. A token past its idle expiry still ends its session.
     ///
     /// # Errors
     /// [`AuthError::InvalidToken`] for a token this service never issued.
     pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
-        let (tid, old_hash) = parse_opaque(refresh_token)?;
+        let (tid, hash) = parse_opaque(refresh_token)?;
         let now = self.now();
-        // The store finds a token's family by rotating it; the new token is never handed out.
-        let (_unused, throwaway_hash) = new_opaque(tid)?;
         let mut tx = self.begin(tid).await?;
-        let outcome = refresh::rotate_refresh_token(&mut tx, &old_hash, &throwaway_hash, now + 1)
+        let found = refresh::family_of_token(&mut tx, &hash)
             .await
             .map_err(store_err)?;
-        match outcome {
-            RotateOutcome::Rotated { family, user, .. } => {
-                let _ = refresh::revoke_family(&mut tx, family, "logout")
-                    .await
-                    .map_err(store_err)?;
-                let ev = event(
-                    now,
-                    tid,
-                    Some(user),
-                    "auth.logout",
-                    Some(format!("session:{family}")),
-                    Outcome::Ok,
-                    json!({}),
-                );
-                audit::append_audit(&mut tx, &ev).await.map_err(store_err)?;
-                tx.commit().await.map_err(store_err)
-            }
-            RotateOutcome::Reused { family, user } => {
-                // Also what a second logout with the same token sees (the first one spent
-                // it): the family is revoked either way, which is all logout asks for.
-                self.audit_reuse(&mut tx, tid, family, user, now).await?;
-                tx.commit().await.map_err(store_err)
-            }
-            RotateOutcome::Revoked | RotateOutcome::Expired => {
-                tx.rollback().await.map_err(store_err)
-            }
-            RotateOutcome::Unknown => {
-                tx.rollback().await.map_err(store_err)?;
-                Err(AuthError::InvalidToken)
-            }
+        let Some(found) = found else {
+            tx.rollback().await.map_err(store_err)?;
+            return Err(AuthError::InvalidToken);
+        };
+        if found.family_revoked {
+            return tx.rollback().await.map_err(store_err);
         }
+        if found.used {
+            let _ = refresh::revoke_family(&mut tx, found.family, "refresh token reuse")
+                .await
+                .map_err(store_err)?;
+            self.audit_reuse(&mut tx, tid, found.family, found.user, now)
+                .await?;
+            return tx.commit().await.map_err(store_err);
+        }
+        let _ = refresh::revoke_family(&mut tx, found.family, "logout")
+            .await
+            .map_err(store_err)?;
+        let ev = event(
+            now,
+            tid,
+            Some(found.user),
+            "auth.logout",
+            Some(format!("session:{}", found.family)),
+            Outcome::Ok,
+            json!({}),
+        );
+        audit::append_audit(&mut tx, &ev).await.map_err(store_err)?;
+        tx.commit().await.map_err(store_err)
     }
 
     /// Logs out the session the principal's access token belongs to (its `sid`).

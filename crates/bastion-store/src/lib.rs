@@ -40,4 +40,4 @@ pub use db::{
 };
 pub use error::{Cause, StoreError, StoreResult};
 pub use records::{FieldRef, ListFilter, PAGE_SIZE_MAX, Page, RefTarget};
-pub use refresh::{FamilyId, RotateOutcome};
+pub use refresh::{FamilyId, RotateOutcome, TokenFamily};

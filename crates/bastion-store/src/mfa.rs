@@ -1,7 +1,8 @@
 //! Second factors: TOTP secrets with a replay guard, recovery codes, and single-use
 //! challenges (the short-lived tokens between the password step and the MFA step).
 //!
-//! Codes and challenge tokens are stored only as hashes the caller computed.
+//! Codes and challenge tokens are stored only as hashes the caller computed. TOTP secrets are
+//! stored as the bytes the caller gives (a BLOB); bastion-identity gives them sealed.
 
 use bastion_types::{UnixTime, UserId};
 
@@ -9,8 +10,10 @@ use crate::TenantTx;
 use crate::db::{col, parse_id};
 use crate::error::{StoreError, StoreResult};
 
-/// Longest accepted TOTP secret, in bytes (RFC 4226 recommends 20; 64 allows SHA-512).
-pub const TOTP_SECRET_LEN_MAX: usize = 64;
+/// Longest accepted stored TOTP secret, in bytes. The store keeps whatever bytes the caller
+/// gives: bastion-identity stores the secret sealed (AES-256-GCM, 29 bytes of framing), so
+/// this fits a 64-byte (SHA-512) secret plus its framing.
+pub const TOTP_SECRET_LEN_MAX: usize = 128;
 /// Most recovery codes a user holds at once.
 pub const RECOVERY_CODES_MAX: usize = 32;
 /// Longest accepted hash of a code or token, in bytes.
@@ -21,7 +24,8 @@ pub const CHALLENGE_KIND_LEN_MAX: usize = 32;
 /// A user's TOTP enrolment. `Debug` redacts the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TotpState {
-    /// The shared secret (raw bytes, RFC 6238).
+    /// The stored secret, as the caller wrote it (bastion-identity writes it sealed with its
+    /// per-tenant field key, never the raw RFC 6238 secret).
     pub secret: Vec<u8>,
     /// Whether the user proved possession (enrolment finished).
     pub confirmed: bool,
@@ -52,7 +56,8 @@ fn check_hash(hash: &[u8]) -> StoreResult<()> {
 /// so re-saving a secret never re-opens steps already used.
 ///
 /// # Errors
-/// [`StoreError::Invalid`] for an empty or over-long secret, or a user not in this tenant.
+/// [`StoreError::Invalid`] for an empty or over-long (> 128 bytes) secret, or a user not in
+/// this tenant.
 pub async fn set_totp_secret(
     tx: &mut TenantTx,
     user: UserId,
@@ -61,7 +66,7 @@ pub async fn set_totp_secret(
 ) -> StoreResult<()> {
     if secret.is_empty() || secret.len() > TOTP_SECRET_LEN_MAX {
         return Err(StoreError::Invalid {
-            reason: "totp secret must be 1..=64 bytes",
+            reason: "totp secret must be 1..=128 bytes",
         });
     }
     let tenant = tx.tenant_text();

@@ -306,6 +306,52 @@ pub async fn rotate_refresh_token(
     })
 }
 
+/// What a refresh token names, read without changing anything (see [`family_of_token`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenFamily {
+    /// The family (session) the token belongs to.
+    pub family: FamilyId,
+    /// Whose session.
+    pub user: UserId,
+    /// The token was already rotated (spent).
+    pub used: bool,
+    /// The family is revoked (logout, reuse, disable).
+    pub family_revoked: bool,
+}
+
+/// Looks up the family of the token with hash `token_hash`, read-only: nothing is spent,
+/// rotated or revoked, whatever the token's state. `None` when no such token exists in this
+/// tenant. For logout (RFC 7009 §2.2), which must not trip reuse detection.
+///
+/// # Errors
+/// [`StoreError::Invalid`] for a bad hash.
+pub async fn family_of_token(
+    tx: &mut TenantTx,
+    token_hash: &[u8],
+) -> StoreResult<Option<TokenFamily>> {
+    check_hash(token_hash)?;
+    let tenant = tx.tenant_text();
+    let Some(row) = sqlx::query(
+        "SELECT t.family_id, t.used_at, f.user_id, f.revoked_at
+         FROM refresh_tokens t
+         JOIN refresh_families f ON f.tenant_id = t.tenant_id AND f.id = t.family_id
+         WHERE t.tenant_id = $1 AND t.token_hash = $2",
+    )
+    .bind(&tenant)
+    .bind(token_hash)
+    .fetch_optional(tx.conn())
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(TokenFamily {
+        family: parse_id(&col::<String>(&row, "family_id")?)?,
+        user: parse_id(&col::<String>(&row, "user_id")?)?,
+        used: col::<Option<i64>>(&row, "used_at")?.is_some(),
+        family_revoked: col::<Option<i64>>(&row, "revoked_at")?.is_some(),
+    }))
+}
+
 /// Revokes a family (logout, reuse). Returns `false` when it was already revoked or is not in
 /// this tenant.
 ///

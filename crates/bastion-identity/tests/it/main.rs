@@ -7,4 +7,5 @@ mod jwt_attacks;
 mod prop_refresh;
 mod refresh;
 mod throttle;
+mod totp_at_rest;
 mod totp_vectors;

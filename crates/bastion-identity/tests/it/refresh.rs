@@ -1,4 +1,5 @@
-//! Refresh rotation: I7 (race), I8 (reuse after rotation), idle and absolute expiry.
+//! Refresh rotation: I7 (race), I8 (reuse after rotation), idle and absolute expiry; logout
+//! without false reuse alarms (RFC 7009 §2.2).
 
 use bastion_identity::{AuthError, IdentityConfig};
 
@@ -152,4 +153,79 @@ async fn absolute_family_lifetime_is_never_extended() {
     }
     assert!(refreshed_until < started + 4 * 3_600);
     assert!(h.now() >= started + 4 * 3_600);
+}
+
+fn count(actions: &[String], action: &str) -> usize {
+    actions.iter().filter(|a| *a == action).count()
+}
+
+#[tokio::test]
+async fn logging_out_twice_is_a_quiet_no_op_without_a_reuse_record() {
+    let h = Harness::new().await;
+    let (_secret, _codes, pair) = h.enroll_alice().await;
+    h.svc.logout(&pair.refresh_token).await.unwrap();
+    let after_first = h.audit_actions().await;
+    assert_eq!(count(&after_first, "auth.logout"), 1);
+    // RFC 7009 §2.2: the same token again is not an error, and changes nothing.
+    h.svc.logout(&pair.refresh_token).await.unwrap();
+    h.svc.logout(&pair.refresh_token).await.unwrap();
+    let after = h.audit_actions().await;
+    assert_eq!(after, after_first, "a second logout wrote an audit record");
+    assert_eq!(count(&after, "auth.refresh_reuse"), 0);
+    // The session is over all the same.
+    assert_eq!(
+        h.svc.verify_access_token(&pair.access_token).await,
+        Err(AuthError::InvalidToken)
+    );
+    assert_eq!(
+        h.svc.refresh(&pair.refresh_token).await,
+        Err(AuthError::InvalidToken)
+    );
+    assert_eq!(count(&h.audit_actions().await, "auth.refresh_reuse"), 0);
+}
+
+#[tokio::test]
+async fn logout_with_an_already_rotated_token_of_a_live_session_is_a_replay() {
+    let h = Harness::new().await;
+    let (_secret, _codes, pair) = h.enroll_alice().await;
+    let rotated = h.svc.refresh(&pair.refresh_token).await.unwrap();
+    h.svc
+        .verify_access_token(&rotated.access_token)
+        .await
+        .unwrap();
+    // The spent token is presented while the session lives: the family dies and the replay
+    // is recorded, as a refresh with it would.
+    h.svc.logout(&pair.refresh_token).await.unwrap();
+    assert_eq!(
+        h.svc.verify_access_token(&rotated.access_token).await,
+        Err(AuthError::InvalidToken)
+    );
+    let actions = h.audit_actions().await;
+    assert_eq!(count(&actions, "auth.refresh_reuse"), 1);
+    // Logging out again, with either token, is quiet.
+    h.svc.logout(&pair.refresh_token).await.unwrap();
+    h.svc.logout(&rotated.refresh_token).await.unwrap();
+    assert_eq!(h.audit_actions().await, actions);
+}
+
+#[tokio::test]
+async fn logout_after_the_idle_expiry_still_ends_the_session() {
+    let h = Harness::new().await;
+    let (_secret, _codes, pair) = h.enroll_alice().await;
+    h.clock.advance(h.svc.config().refresh_idle_ttl_secs + 1);
+    assert_eq!(
+        h.svc.refresh(&pair.refresh_token).await,
+        Err(AuthError::Expired)
+    );
+    h.svc.logout(&pair.refresh_token).await.unwrap();
+    let actions = h.audit_actions().await;
+    assert_eq!(count(&actions, "auth.logout"), 1);
+    assert_eq!(count(&actions, "auth.refresh_reuse"), 0);
+    // Never issued: still refused.
+    let forged = format!(
+        "{}.{}",
+        pair.refresh_token.split_once('.').unwrap().0,
+        "A".repeat(43)
+    );
+    assert_eq!(h.svc.logout(&forged).await, Err(AuthError::InvalidToken));
 }

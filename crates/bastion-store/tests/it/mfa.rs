@@ -146,3 +146,29 @@ async fn challenges_are_single_use_and_expire_by_the_clock() {
         Err(StoreError::Duplicate)
     ));
 }
+
+#[tokio::test]
+async fn totp_secret_column_holds_sealed_sized_bytes() {
+    // The store keeps the caller's bytes; a sealed 64-byte secret (64 + 29) fits, 129 not.
+    let env = Env::new().await;
+    let mut tx = env.tx_a().await;
+    let user = env.alice.id;
+    mfa::set_totp_secret(&mut tx, user, &[7_u8; 93], true)
+        .await
+        .unwrap();
+    assert_eq!(
+        mfa::totp_for(&mut tx, user).await.unwrap().unwrap().secret,
+        vec![7_u8; 93]
+    );
+    mfa::set_totp_secret(&mut tx, user, &[7_u8; mfa::TOTP_SECRET_LEN_MAX], true)
+        .await
+        .unwrap();
+    assert!(matches!(
+        mfa::set_totp_secret(&mut tx, user, &[7_u8; mfa::TOTP_SECRET_LEN_MAX + 1], true).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(matches!(
+        mfa::set_totp_secret(&mut tx, user, &[], true).await,
+        Err(StoreError::Invalid { .. })
+    ));
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bastion_store::refresh::{self, RotateOutcome};
+use bastion_store::refresh::{self, RotateOutcome, TokenFamily};
 use bastion_store::{TenantScope, users};
 use bastion_types::AuthMethod;
 
@@ -182,4 +182,69 @@ async fn absolute_expiry_is_never_extended() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn family_of_token_reads_without_spending_or_revoking() {
+    let env = Env::new().await;
+    let mut tx = env.tx_a().await;
+    let fam = refresh::create_family(&mut tx, env.alice.id, T0, &[AuthMethod::Pwd], T0 + 86_400)
+        .await
+        .unwrap();
+    refresh::insert_refresh_token(&mut tx, fam, b"rt-0", T0 + 3600)
+        .await
+        .unwrap();
+    let live = TokenFamily {
+        family: fam,
+        user: env.alice.id,
+        used: false,
+        family_revoked: false,
+    };
+    // Read twice: nothing changes, no reuse is triggered.
+    for _ in 0..2 {
+        assert_eq!(
+            refresh::family_of_token(&mut tx, b"rt-0").await.unwrap(),
+            Some(live)
+        );
+    }
+    assert!(refresh::family_active(&mut tx, fam).await.unwrap());
+    assert!(matches!(
+        refresh::rotate_refresh_token(&mut tx, b"rt-0", b"rt-1", T0 + 3600)
+            .await
+            .unwrap(),
+        RotateOutcome::Rotated { .. }
+    ));
+    // The spent token is reported as used; reading it does not revoke the family.
+    assert_eq!(
+        refresh::family_of_token(&mut tx, b"rt-0").await.unwrap(),
+        Some(TokenFamily { used: true, ..live })
+    );
+    assert!(refresh::family_active(&mut tx, fam).await.unwrap());
+    assert!(
+        refresh::revoke_family(&mut tx, fam, "logout")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        refresh::family_of_token(&mut tx, b"rt-1").await.unwrap(),
+        Some(TokenFamily {
+            family_revoked: true,
+            ..live
+        })
+    );
+    assert_eq!(
+        refresh::family_of_token(&mut tx, b"never-issued")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(refresh::family_of_token(&mut tx, b"").await.is_err());
+    tx.commit().await.unwrap();
+
+    // Another tenant cannot see the token.
+    let mut tx = env.tx_b().await;
+    assert_eq!(
+        refresh::family_of_token(&mut tx, b"rt-0").await.unwrap(),
+        None
+    );
 }
