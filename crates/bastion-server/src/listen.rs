@@ -1,9 +1,13 @@
 //! The accept loop: TLS 1.3 (rustls, aws-lc-rs) or plain HTTP, HTTP/1.1 and HTTP/2 through
 //! hyper, with explicit limits against slow clients (slowloris) and connection floods.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -12,6 +16,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -106,9 +111,15 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let svc = TowerToHyperService::new(
-                router.layer(axum::Extension(axum::extract::ConnectInfo(peer))),
-            );
+            let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
+                router,
+                move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                },
+            ));
+            let first_byte = Duration::from_secs(limits.header_read_timeout_secs);
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -127,11 +138,25 @@ pub async fn serve(
                     )
                     .await;
                     match hs {
-                        Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), svc).await,
+                        Ok(Ok(tls)) => {
+                            builder
+                                .serve_connection(
+                                    TokioIo::new(FirstByteDeadline::new(tls, first_byte)),
+                                    svc,
+                                )
+                                .await
+                        }
                         _ => return,
                     }
                 }
-                None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                None => {
+                    builder
+                        .serve_connection(
+                            TokioIo::new(FirstByteDeadline::new(stream, first_byte)),
+                            svc,
+                        )
+                        .await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
@@ -142,3 +167,88 @@ pub async fn serve(
 
 /// The peer address of a request, as attached by [`serve`].
 pub type PeerAddr = axum::extract::ConnectInfo<SocketAddr>;
+
+/// An I/O stream whose reads fail with `TimedOut` if no byte arrives within a deadline after
+/// the connection starts.
+///
+/// hyper's `header_read_timeout` only runs once HTTP/1 parsing has begun; before that, the
+/// protocol sniffing of the `auto` builder reads with no timer, so a client that connects and
+/// sends nothing would hold a connection slot forever (slowloris). After the first byte the
+/// deadline is gone and hyper's own timeouts apply.
+struct FirstByteDeadline<IO> {
+    io: IO,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<IO> FirstByteDeadline<IO> {
+    fn new(io: IO, within: Duration) -> Self {
+        Self {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.io).poll_read(cx, buf);
+        let Some(deadline) = this.deadline.as_mut() else {
+            return res;
+        };
+        match res {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no request within the deadline",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}

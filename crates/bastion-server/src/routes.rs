@@ -70,12 +70,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tools/{name}", post(call_tool))
         .fallback(|| async { Problem::of(Code::NotFound) })
         .with_state(state)
-        .layer(middleware::from_fn(problem_for_layer_errors))
+        // Layers wrap what is above them: the limits answer first, their bare 413/408 are
+        // turned into problem+json, CORS and the security headers apply to everything.
         .layer(RequestBodyLimitLayer::new(opts.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(opts.request_timeout_secs),
         ))
+        .layer(middleware::from_fn(problem_for_layer_errors))
         .layer(cors(&opts.cors_allowed_origins))
         .layer(middleware::from_fn(move |req, next| {
             security_headers(tls, req, next)
