@@ -124,7 +124,9 @@ pub struct IdentitySection {
     pub audience: String,
     /// Folder of Ed25519 signing keys (PKCS#8).
     pub key_dir: PathBuf,
-    /// File holding the server secret (≥ 32 bytes) used to key token hashes.
+    /// File holding the server master secret (≥ 32 bytes): per-tenant keys that encrypt TOTP
+    /// secrets at rest are derived from it. Keep it stable and backed up: losing or changing
+    /// it disables every enrolled TOTP factor.
     pub secret_key_file: Option<PathBuf>,
 }
 
