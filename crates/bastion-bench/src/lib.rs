@@ -135,7 +135,9 @@ impl Sizes {
 #[must_use]
 pub fn main() -> ExitCode {
     if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("bastion-bench: run with `cargo bench -p bastion-bench` (BENCH_QUICK=1 for a smoke run)");
+        eprintln!(
+            "bastion-bench: run with `cargo bench -p bastion-bench` (BENCH_QUICK=1 for a smoke run)"
+        );
         return ExitCode::SUCCESS;
     }
     let sizes = Sizes::from_env();
@@ -354,8 +356,8 @@ pub async fn run(sz: Sizes) -> Result<String, BenchError> {
     // --- 3. refresh ----------------------------------------------------------------------
     progress(&format!("refresh: chain of {}", sz.refresh_chain));
     let seq_pair = fx.login(&rt_seq).await?;
-    let (rt_chain, _) = refresh::chain(&fx.identity, seq_pair.refresh_token, sz.refresh_chain)
-        .await?;
+    let (rt_chain, _) =
+        refresh::chain(&fx.identity, seq_pair.refresh_token, sz.refresh_chain).await?;
     progress(&format!(
         "refresh: {} families x {}",
         sz.refresh_families, sz.refresh_per_family
@@ -381,11 +383,7 @@ pub async fn run(sz: Sizes) -> Result<String, BenchError> {
     )];
     for (k, s) in cedar::KINDS.iter().zip(&cedar_res.per_kind) {
         let verdict = if k.expect_allow { "allow" } else { "deny" };
-        rows.push(Row::new(
-            format!("  · {} ({verdict})", k.label),
-            s,
-            "",
-        ));
+        rows.push(Row::new(format!("  · {} ({verdict})", k.label), s, ""));
     }
     let page = format!("page {} of {}", list::PAGE_LIMIT, sz.quotes);
     rows.push(Row::new(

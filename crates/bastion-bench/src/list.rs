@@ -197,10 +197,7 @@ pub async fn pipeline(
         .call(principal, "list_quotes", list_args(), &ctx)
         .await
         .ctx("pipeline list_quotes")?;
-    check_page(
-        &serde_json::to_vec(&first.result).ctx("result")?,
-        total,
-    )?;
+    check_page(&serde_json::to_vec(&first.result).ctx("result")?, total)?;
     for _ in 0..(n / 20).max(5) {
         pipeline
             .call(principal, "list_quotes", list_args(), &ctx)
@@ -236,13 +233,11 @@ pub async fn store(
     total: usize,
 ) -> Result<Samples, BenchError> {
     let once = || async {
-        let mut tx = store
-            .begin(TenantScope::of(principal))
-            .await
-            .ctx("begin")?;
-        let (rows, count) = records::list_records(&mut tx, "quote", filter, Page::first(PAGE_LIMIT))
-            .await
-            .ctx("list_records")?;
+        let mut tx = store.begin(TenantScope::of(principal)).await.ctx("begin")?;
+        let (rows, count) =
+            records::list_records(&mut tx, "quote", filter, Page::first(PAGE_LIMIT))
+                .await
+                .ctx("list_records")?;
         tx.rollback().await.ctx("rollback")?;
         Ok::<_, BenchError>((rows, count))
     };

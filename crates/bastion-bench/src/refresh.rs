@@ -64,7 +64,11 @@ pub async fn parallel(
 ///
 /// # Errors
 /// A non-200 answer.
-pub async fn http_chain(addr: SocketAddr, mut token: String, n: usize) -> Result<Samples, BenchError> {
+pub async fn http_chain(
+    addr: SocketAddr,
+    mut token: String,
+    n: usize,
+) -> Result<Samples, BenchError> {
     let client = reqwest::Client::builder()
         .build()
         .ctx("cannot build the HTTP client")?;

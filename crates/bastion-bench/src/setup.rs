@@ -89,9 +89,8 @@ impl Fixture {
         let store = Store::open_sqlite(&db_path, Arc::clone(&clock))
             .await
             .ctx("cannot open the SQLite store")?;
-        let app = AppSpec::load(&app_dir()).map_err(|f| {
-            BenchError(format!("examples/vendor-quote has {} finding(s)", f.len()))
-        })?;
+        let app = AppSpec::load(&app_dir())
+            .map_err(|f| BenchError(format!("examples/vendor-quote has {} finding(s)", f.len())))?;
         let app = Arc::new(app);
         let authz = Arc::new(Authorizer::new(&app).ctx("the vendor-quote policies refused")?);
         let keys = KeyRing::load_or_generate(&dir.path().join("keys")).ctx("cannot make keys")?;

@@ -30,7 +30,8 @@ impl Samples {
 
     /// Records one operation that took `d`.
     pub fn push(&mut self, d: Duration) {
-        self.nanos.push(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.nanos
+            .push(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
     /// Merges the samples of parallel workers; the wall time is set by the caller.
