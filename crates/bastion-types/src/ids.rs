@@ -103,8 +103,13 @@ impl Slug {
         let ok = !s.is_empty()
             && s.len() <= Self::LEN_MAX
             && s.starts_with(|c: char| c.is_ascii_lowercase())
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        if ok { Ok(Self(s.to_owned())) } else { Err(IdError::Slug(truncate(s))) }
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::Slug(truncate(s)))
+        }
     }
 
     /// The slug as text.

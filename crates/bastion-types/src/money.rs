@@ -79,8 +79,14 @@ impl Money {
         if self.currency != other.currency {
             return Err(MoneyError::Mismatch(self.currency, other.currency));
         }
-        let minor = self.minor.checked_add(other.minor).ok_or(MoneyError::Overflow)?;
-        Ok(Self { minor, currency: self.currency })
+        let minor = self
+            .minor
+            .checked_add(other.minor)
+            .ok_or(MoneyError::Overflow)?;
+        Ok(Self {
+            minor,
+            currency: self.currency,
+        })
     }
 }
 
@@ -90,7 +96,10 @@ mod tests {
 
     #[test]
     fn currency_codes_are_strict() {
-        assert_eq!(Currency::parse("EUR").map(|c| c.to_string()), Ok("EUR".to_owned()));
+        assert_eq!(
+            Currency::parse("EUR").map(|c| c.to_string()),
+            Ok("EUR".to_owned())
+        );
         for bad in ["eur", "EU", "EURO", "€", ""] {
             assert!(Currency::parse(bad).is_err());
         }
@@ -100,11 +109,32 @@ mod tests {
     fn money_adds_only_same_currency_without_overflow() {
         let eur = Currency::parse("EUR").unwrap();
         let usd = Currency::parse("USD").unwrap();
-        let a = Money { minor: 10, currency: eur };
-        assert_eq!(a.checked_add(Money { minor: 20, currency: eur }).unwrap().minor, 30);
-        assert!(a.checked_add(Money { minor: 1, currency: usd }).is_err());
+        let a = Money {
+            minor: 10,
+            currency: eur,
+        };
         assert_eq!(
-            Money { minor: i64::MAX, currency: eur }.checked_add(a),
+            a.checked_add(Money {
+                minor: 20,
+                currency: eur
+            })
+            .unwrap()
+            .minor,
+            30
+        );
+        assert!(
+            a.checked_add(Money {
+                minor: 1,
+                currency: usd
+            })
+            .is_err()
+        );
+        assert_eq!(
+            Money {
+                minor: i64::MAX,
+                currency: eur
+            }
+            .checked_add(a),
             Err(MoneyError::Overflow)
         );
     }
