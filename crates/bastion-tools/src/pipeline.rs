@@ -190,12 +190,18 @@ impl Pipeline {
             return Err(ToolError::Forbidden(name));
         }
 
-        // 2. Input schema (before any data is touched).
+        // 2. Input schema (before any data is touched), then integer fields made integers.
+        let mut args = args;
         let compiled = inner.validators.get(&name).ok_or(ToolError::Internal)?;
         let errors: Vec<(String, String)> = bastion_app::schema_violations(&compiled.input, &args)
             .into_iter()
             .map(|v| (v.pointer, v.message))
             .collect();
+        let errors = if errors.is_empty() {
+            normalize_integers(entity, &mut args)
+        } else {
+            errors
+        };
         if !errors.is_empty() {
             self.audit_alone(
                 &audit,
@@ -599,6 +605,67 @@ impl Failure {
     }
 }
 
+/// JSON Schema's `integer` accepts `1.0`, `1e2` and `-0`; the store and Cedar must only ever
+/// see `i64`. Integral values of `integer` fields are rewritten as integers; anything else
+/// (fractions, values outside `i64`) is an input error. Returns the errors, empty when fine.
+fn normalize_integers(entity: &EntitySpec, args: &mut Value) -> Vec<(String, String)> {
+    let mut errors = Vec::new();
+    let Some(obj) = args.as_object_mut() else {
+        return errors;
+    };
+    for (k, f) in &entity.fields {
+        if f.ty != FieldType::Integer {
+            continue;
+        }
+        let Some(v) = obj.get_mut(k) else { continue };
+        if v.is_i64() {
+            continue;
+        }
+        let as_int = v
+            .as_f64()
+            .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15)
+            .map(|x| {
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "integral and below 2^53 in magnitude"
+                )]
+                let i = x as i64;
+                i
+            });
+        match as_int {
+            Some(i) => *v = Value::from(i),
+            None => errors.push((
+                format!("/{k}"),
+                "must be an integer between -9e15 and 9e15".to_owned(),
+            )),
+        }
+    }
+    errors
+}
+
+/// Largest serialized argument summary kept in an audit record, bytes.
+const AUDIT_ARGS_BYTES_MAX: usize = 8 * 1024;
+
+/// Redacted arguments for the audit record, replaced by a summary (size and top-level keys)
+/// when they are too large, so that an oversized request is still recorded.
+fn audit_args(entity: &EntitySpec, args: &Value) -> Value {
+    let redacted = redact_fields(entity, args);
+    let bytes = redacted.to_string().len();
+    if bytes <= AUDIT_ARGS_BYTES_MAX {
+        return redacted;
+    }
+    let keys: Vec<String> = args
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .take(32)
+                .map(|k| k.chars().take(64).collect())
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"omitted": "arguments too large to record", "bytes": bytes, "keys": keys})
+}
+
 /// Rolls back; a failed rollback is logged (the connection is discarded by the pool).
 async fn rollback(tx: TenantTx) {
     if let Err(e) = tx.rollback().await {
@@ -630,7 +697,7 @@ async fn append(
     detail.insert("risk".to_owned(), json!(a.tool_spec.risk.as_str()));
     detail.insert("channel".to_owned(), json!(a.ctx.channel));
     detail.insert("request_id".to_owned(), json!(a.ctx.request_id));
-    detail.insert("args".to_owned(), redact_fields(a.entity, args));
+    detail.insert("args".to_owned(), audit_args(a.entity, args));
     if let Value::Object(m) = extra {
         detail.extend(m);
     }

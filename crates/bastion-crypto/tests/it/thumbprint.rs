@@ -6,9 +6,9 @@ use bastion_crypto::jwk_thumbprint_sha256;
 fn vectors() -> serde_json::Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/vectors/identity.json"
+        "/../../tests/vectors/identity.json"
     );
-    let text = std::fs::read_to_string(path).expect("shared/vectors/identity.json beside the repo");
+    let text = std::fs::read_to_string(path).expect("tests/vectors/identity.json in the repo");
     serde_json::from_str(&text).unwrap()
 }
 

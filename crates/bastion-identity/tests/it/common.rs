@@ -26,7 +26,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub fn vectors() -> serde_json::Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/vectors/identity.json"
+        "/../../tests/vectors/identity.json"
     );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }

@@ -252,3 +252,52 @@ async fn accept_proposal_is_optimistic_one_of_two_concurrent_accepts_wins() {
     assert_eq!(version, 2, "exactly one update applied");
     assert_eq!(data["status"], "accepted");
 }
+
+/// JSON Schema's `integer` accepts `1.0`; a float must never reach the store or Cedar, where
+/// it would make the record unreadable for everyone (a poisoned row breaking every list).
+#[tokio::test]
+async fn integral_floats_are_stored_as_integers_and_fractions_refused() {
+    let app = spawn_app().await;
+    let buyer = app.login("acme", "buyer").await;
+    let finance = app.login("acme", "finance").await;
+    let seller_id = app.user("acme", "seller").id.to_string();
+    for (sent, stored) in [(json!(1.0), 1), (json!(1e2), 100), (json!(-0.0), 0)] {
+        let mut args = quote_args(&seller_id);
+        args["amount_minor"] = sent.clone();
+        let (status, body) = app.call(&buyer, "create_quote", &args).await;
+        assert_eq!(status, StatusCode::OK, "{sent}: {body}");
+        let id = body["result"]["id"].as_str().unwrap().to_owned();
+        let (status, got) = app.call(&finance, "get_quote", &json!({"id": id})).await;
+        assert_eq!(status, StatusCode::OK, "{sent}: {got}");
+        assert_eq!(got["result"]["amount_minor"], json!(stored));
+        assert!(got["result"]["amount_minor"].is_i64());
+    }
+    let mut args = quote_args(&seller_id);
+    args["amount_minor"] = json!(1.5);
+    let (status, body) = app.call(&buyer, "create_quote", &args).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = app
+        .call(&finance, "list_quotes", &json!({"limit": 100}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["total"], json!(3));
+}
+
+/// Large arguments never make the audit append fail (which answered 503 and left no record):
+/// the schema refuses them with 422 and the refusal is recorded with a summary instead.
+#[tokio::test]
+async fn large_arguments_are_audited_as_a_summary() {
+    let app = spawn_app().await;
+    let buyer = app.login("acme", "buyer").await;
+    let seller_id = app.user("acme", "seller").id.to_string();
+    let before = app.audit_chain("acme").await.records.len();
+    let mut args = quote_args(&seller_id);
+    args["note"] = json!("x".repeat(40 * 1024));
+    let (status, body) = app.call(&buyer, "create_quote", &args).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let chain = app.audit_chain("acme").await;
+    assert_eq!(chain.records.len(), before + 1);
+    let last = &chain.records.last().unwrap().body;
+    assert!(last.contains("arguments too large to record"), "{last}");
+    assert!(last.len() < 16 * 1024);
+}
