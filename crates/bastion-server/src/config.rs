@@ -130,6 +130,15 @@ pub struct IdentitySection {
     pub secret_key_file: Option<PathBuf>,
 }
 
+/// Smallest and largest accepted `server.max_body_bytes`.
+pub const MAX_BODY_BYTES_MIN: usize = 1024;
+/// Largest accepted `server.max_body_bytes` (16 MiB).
+pub const MAX_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest accepted `server.request_timeout_secs`.
+pub const REQUEST_TIMEOUT_SECS_MAX: u64 = 300;
+/// Fewest distinct byte values a secret may have (a random 32-byte base64 string has ~25).
+pub const SECRET_DISTINCT_BYTES_MIN: usize = 12;
+
 /// Minimum length of the server secret, bytes.
 pub const SECRET_KEY_LEN_MIN: usize = 32;
 
@@ -178,13 +187,36 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Unsafe`] naming the first problem.
     pub fn check_safe(&self) -> Result<(), ConfigError> {
+        let unsafe_ = |m: &str| Err(ConfigError::Unsafe(m.to_owned()));
         for o in &self.server.cors_allowed_origins {
             check_origin(o)?;
         }
+        if !(MAX_BODY_BYTES_MIN..=MAX_BODY_BYTES_MAX).contains(&self.server.max_body_bytes) {
+            return Err(ConfigError::Unsafe(format!(
+                "server.max_body_bytes must be between {MAX_BODY_BYTES_MIN} and {MAX_BODY_BYTES_MAX}"
+            )));
+        }
+        if !(1..=REQUEST_TIMEOUT_SECS_MAX).contains(&self.server.request_timeout_secs) {
+            return Err(ConfigError::Unsafe(format!(
+                "server.request_timeout_secs must be between 1 and {REQUEST_TIMEOUT_SECS_MAX}"
+            )));
+        }
         if self.profile == Profile::Dev {
+            if !self.server.listen.ip().is_loopback() {
+                return unsafe_(
+                    "the dev profile serves plain HTTP on loopback only; use stage or prod",
+                );
+            }
             return Ok(());
         }
-        let unsafe_ = |m: &str| Err(ConfigError::Unsafe(m.to_owned()));
+        if self
+            .server
+            .cors_allowed_origins
+            .iter()
+            .any(|o| !o.starts_with("https://"))
+        {
+            return unsafe_("CORS origins must be https:// outside the dev profile");
+        }
         match (
             &self.server.tls_cert,
             &self.server.tls_key,
@@ -220,8 +252,34 @@ impl Config {
                 "identity.secret_key_file is shorter than {SECRET_KEY_LEN_MIN} bytes"
             )));
         }
-        if !self.identity.issuer.starts_with("https://") {
-            return unsafe_("identity.issuer must be an https URL");
+        let distinct = trimmed
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if distinct < SECRET_DISTINCT_BYTES_MIN {
+            return unsafe_(
+                "identity.secret_key_file does not look random (too few distinct bytes)",
+            );
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0o777);
+            if mode & 0o077 != 0 {
+                return unsafe_(
+                    "identity.secret_key_file is readable by group or others; chmod 600 it",
+                );
+            }
+        }
+        let host = self
+            .identity
+            .issuer
+            .strip_prefix("https://")
+            .unwrap_or_default();
+        if host.is_empty() || host.starts_with('/') || host.contains(['@', '?', '#']) {
+            return unsafe_("identity.issuer must be an https URL with a host");
         }
         Ok(())
     }
@@ -244,7 +302,7 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 /// # Errors
 /// [`ConfigError::Unsafe`] for `*`, `null`, wildcards, paths.
 pub fn check_origin(o: &str) -> Result<(), ConfigError> {
-    let bad = o.contains('*')
+    let bad = o.contains(['*', '?', '#', '@', ' '])
         || o == "null"
         || !(o.starts_with("https://") || o.starts_with("http://"))
         || o.split("://")
@@ -301,6 +359,27 @@ mod tests {
                 .contains("shorter")
         );
         std::fs::write(&f, "x".repeat(40)).unwrap();
+        assert!(
+            base("prod", tls, Some(&f))
+                .check_safe()
+                .unwrap_err()
+                .to_string()
+                .contains("random")
+        );
+        std::fs::write(&f, "q8Zr2LxV-9mTgW4pKc7bNf1sYhJ3dEaU6oRiQ0vX").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(
+                base("prod", tls, Some(&f))
+                    .check_safe()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("chmod")
+            );
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         base("prod", tls, Some(&f)).check_safe().unwrap();
         let plain = base("prod", "", Some(&f)).check_safe().unwrap_err();
         assert!(plain.to_string().contains("plain HTTP"), "{plain}");
@@ -331,6 +410,9 @@ mod tests {
             "null",
             "https://*.example.com",
             "https://a.example/path",
+            "https://a.example?x",
+            "https://u@a.example",
+            "https://a.example#f",
             "app.example.com",
             "https://",
         ] {

@@ -57,7 +57,7 @@ pub enum TlsError {
 }
 
 /// Builds a rustls server config that speaks **TLS 1.3 only** (RFC 8446), with the
-/// aws-lc-rs provider, offering `h2` and `http/1.1` by ALPN.
+/// aws-lc-rs provider, offering only `http/1.1` by ALPN (see [`serve`]).
 ///
 /// # Errors
 /// [`TlsError`] when the files cannot be read or do not match.
@@ -78,12 +78,16 @@ pub fn tls13_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: hyper has no idle or preface timeout for HTTP/2, so an HTTP/2 client
+    // that opens a connection and stays silent would hold a connection slot forever.
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
 
 /// Serves `router` on `listener` until `shutdown` turns true.
 ///
+/// HTTP/1.1 only (RFC 9112): HTTP/2 is not served, because hyper gives an HTTP/2 connection
+/// that sent its preface no idle timeout, and slots are a limited resource.
 /// Each connection gets the header-read timeout; over TLS, the handshake timeout too.
 /// The peer address is attached as [`axum::extract::ConnectInfo`].
 pub async fn serve(
@@ -120,7 +124,7 @@ pub async fn serve(
                 },
             ));
             let first_byte = Duration::from_secs(limits.header_read_timeout_secs);
-            let mut builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
             builder
                 .http1()
                 .timer(TokioTimer::new())

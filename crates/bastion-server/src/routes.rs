@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use bastion_identity::{AuthError, IdentityService, LoginOutcome, TokenPair};
 use bastion_tools::{CallContext, Pipeline, ToolError};
-use bastion_types::Principal;
+use bastion_types::{AuthMethod, Principal};
 use http::{StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -138,7 +138,16 @@ impl FromRequestParts<AppState> for Authenticated {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Problem::of(Code::Unauthorized).bearer_challenge("Bearer"))?;
         match s.identity.verify_access_token(token).await {
-            Ok(p) => Ok(Self(p)),
+            // Defence in depth: a token without a second factor in `amr` is never accepted,
+            // even one signed by our own key (MFA is mandatory).
+            Ok(p)
+                if p.amr
+                    .iter()
+                    .any(|m| matches!(m, AuthMethod::Otp | AuthMethod::Rec)) =>
+            {
+                Ok(Self(p))
+            }
+            Ok(_) => Err(unauthorized()),
             Err(AuthError::Unavailable) => Err(Problem::of(Code::Unavailable)),
             Err(_) => Err(unauthorized()),
         }
@@ -388,10 +397,13 @@ async fn list_tools(State(s): State<AppState>, Authenticated(p): Authenticated) 
 
 async fn call_tool(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, axum::extract::rejection::PathRejection>,
     Authenticated(p): Authenticated,
     JsonBody(args): JsonBody<Value>,
 ) -> Response {
+    let Ok(Path(name)) = name else {
+        return Problem::of(Code::NotFound).into_response();
+    };
     let ctx = CallContext {
         request_id: bastion_types::RecordId::new_random().to_string(),
         channel: "rest",

@@ -324,9 +324,16 @@ async fn demo_end_to_end_then_audit_verify_detects_a_flipped_byte_and_prod_refus
         "k".repeat(8) + "3f9a0c1e7b2d4f6a8c0e2b4d6f8a0c1e3b5d",
     )
     .unwrap();
+    private(&secret);
     let cfg = prod_config(tmp.path(), &db, "trusted_proxy = true", Some(&secret));
     let out = serve(&cfg).await;
     assert_refusal(&out, "demo or test account");
+}
+
+/// Secret files must be private to their owner (`bastion serve` refuses 0644).
+fn private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn prod_config(dir: &Path, db: &Path, server_extra: &str, secret: Option<&Path>) -> PathBuf {
@@ -376,6 +383,7 @@ async fn l2_unsafe_production_configs_exit_before_binding() {
     let db = tmp.path().join("prod.db");
     let good = tmp.path().join("good.key");
     std::fs::write(&good, "0123456789abcdef0123456789abcdef-prod-secret").unwrap();
+    private(&good);
     let default = tmp.path().join("default.key");
     std::fs::write(&default, "changeme\n").unwrap();
     let short = tmp.path().join("short.key");

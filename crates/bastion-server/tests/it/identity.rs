@@ -416,3 +416,35 @@ async fn jwks_and_metadata_publish_public_keys_only() {
     assert_eq!(pr["authorization_servers"][0], meta["issuer"]);
     assert_eq!(app.get("/readyz", None).await.status, StatusCode::OK);
 }
+
+/// MFA is mandatory even for a token signed with our own key: an `amr` without a second
+/// factor (a leaked key, a bug in issuance) is refused.
+#[tokio::test]
+async fn a_token_without_a_second_factor_in_amr_is_refused() {
+    let app = spawn_app().await;
+    let token = app.login("acme", "buyer").await;
+    let (header, payload) = parts(&token);
+    for amr in [json!(["pwd"]), json!([])] {
+        let mut p = payload.clone();
+        p["amr"] = amr.clone();
+        let forged = resign(&app, &header, &p);
+        let r = app.get("/v1/tools", Some(&forged)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "amr {amr} accepted");
+    }
+}
+
+/// A tool name that is not valid UTF-8 in the path is a problem+json 404, not a text error
+/// naming an internal parameter.
+#[tokio::test]
+async fn undecodable_tool_name_is_a_problem() {
+    let app = spawn_app().await;
+    let token = app.login("acme", "buyer").await;
+    let r = app
+        .post_json("/v1/tools/%ff%fe", Some(&token), &json!({}))
+        .await;
+    r.assert_problem(404);
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains("name"),
+        "leaks a parameter name"
+    );
+}

@@ -219,3 +219,21 @@ async fn l4_silent_connections_do_not_exhaust_the_slots() {
     assert!(served.starts_with(b"HTTP/1.1 200"));
     let _ = stop.send(true);
 }
+
+/// A client that sends the HTTP/2 preface and a SETTINGS frame, then stays idle, must not
+/// keep its connection: HTTP/2 is not served (hyper has no idle timeout for it).
+#[tokio::test]
+async fn l4_idle_http2_preface_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(options(false, &[])).await;
+    let (addr, stop) = start(&app, None, 1).await;
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), read_to_close(&mut idle))
+        .await
+        .expect("an idle HTTP/2 connection is still open after 5 s");
+    assert!(!got.starts_with(b"HTTP/1.1 200"));
+    let _ = stop.send(true);
+}
