@@ -45,6 +45,10 @@ pub struct ThrottleConfig {
     pub account_failures_max: i64,
     /// Failed password attempts per client address per window.
     pub address_failures_max: i64,
+    /// Wrong second-factor codes per user per window (over every challenge). Beyond it the
+    /// user cannot start a login until the window ends, so knowing the password does not
+    /// buy unlimited TOTP guesses (5 per challenge × unlimited challenges).
+    pub second_factor_failures_max: i64,
 }
 
 impl Default for ThrottleConfig {
@@ -53,6 +57,7 @@ impl Default for ThrottleConfig {
             window_secs: 15 * 60,
             account_failures_max: 5,
             address_failures_max: 50,
+            second_factor_failures_max: 10,
         }
     }
 }

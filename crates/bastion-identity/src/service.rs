@@ -491,6 +491,30 @@ impl IdentityService {
         };
 
         let mut sys = self.inner.store.system().await.map_err(store_err)?;
+        let second_factor_failures = throttle::throttle_count(
+            &mut sys,
+            &second_factor_key(tenant.id, user.id),
+            cfg.window_secs,
+        )
+        .await
+        .map_err(store_err)?;
+        if second_factor_failures >= cfg.second_factor_failures_max {
+            sys.commit().await.map_err(store_err)?;
+            tracing::warn!(
+                target: "bastion::alert",
+                tenant = %tenant.id,
+                user = %user.id,
+                "second factor throttled: too many wrong codes for one user"
+            );
+            self.login_failed(
+                Some(&tenant),
+                Some(user.id),
+                "second_factor_throttled",
+                None,
+            )
+            .await?;
+            return Err(AuthError::InvalidCredentials);
+        }
         throttle::throttle_clear(&mut sys, &account_key)
             .await
             .map_err(store_err)?;
@@ -620,6 +644,15 @@ impl IdentityService {
         action: &str,
     ) -> Result<(), AuthError> {
         let max = self.inner.config.challenge_attempts_max;
+        let mut sys = self.inner.store.system().await.map_err(store_err)?;
+        throttle::throttle_hit(
+            &mut sys,
+            &second_factor_key(tenant, user),
+            self.inner.config.throttle.window_secs,
+        )
+        .await
+        .map_err(store_err)?;
+        sys.commit().await.map_err(store_err)?;
         let mut tx = self.begin(tenant).await?;
         if attempt >= max {
             let _burnt = mfa::take_challenge(&mut tx, hash, kind)
@@ -1223,4 +1256,9 @@ fn uuid_nil() -> uuid::Uuid {
 
 fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Throttle key of one user's wrong second-factor codes.
+fn second_factor_key(tenant: TenantId, user: UserId) -> String {
+    format!("mfa-user:{tenant}:{user}")
 }

@@ -217,3 +217,36 @@ async fn ipv6_addresses_are_throttled_per_64() {
             .is_ok()
     );
 }
+
+/// Knowing the password must not buy unlimited TOTP guesses: each challenge allows five, but
+/// new challenges cost only a password login. Wrong codes are counted per user across
+/// challenges; past the limit the user cannot log in until the window ends.
+#[tokio::test]
+async fn wrong_second_factor_codes_are_limited_per_user_across_challenges() {
+    let h = Harness::new().await;
+    let (secret, _codes, _pair) = h.enroll_alice().await;
+    let cfg = ThrottleConfig::default();
+    let mut wrong = 0;
+    while wrong < cfg.second_factor_failures_max {
+        let token = h.mfa_token().await;
+        for _ in 0..2 {
+            let err = h.svc.verify_totp(&token, "000000").await.unwrap_err();
+            assert_eq!(err, AuthError::InvalidCode);
+            wrong += 1;
+        }
+    }
+    // Even the right password no longer starts a login (same generic error).
+    let err = h.login("alice", PASSWORD).await.unwrap_err();
+    assert_eq!(err, AuthError::InvalidCredentials);
+    assert!(
+        h.audit_bodies()
+            .await
+            .iter()
+            .any(|b| b.contains("second_factor_throttled")),
+        "the refusal is audited"
+    );
+    // After the window the real user gets in with a correct code.
+    h.clock.advance(cfg.window_secs);
+    let pair = h.mfa_login(&secret).await;
+    assert!(!pair.access_token.is_empty());
+}
