@@ -269,7 +269,7 @@ fn load_manifest(
 
     let (name, region) = load_app(&mut cx, root, &root_span);
     let roles = load_roles(&mut cx, root);
-    let entities = load_entities(&mut cx, root);
+    let entities = load_entities(&mut cx, root, &roles);
     let mut schemas = SchemaCache::default();
     let tools = load_tools(&mut cx, dir, root, &roles, &entities, &mut schemas);
     for f in schemas.findings {
@@ -366,7 +366,11 @@ fn load_roles(cx: &mut Cx<'_>, root: &DeTable<'_>) -> BTreeMap<Slug, (RoleSpec, 
     out
 }
 
-fn load_entities(cx: &mut Cx<'_>, root: &DeTable<'_>) -> BTreeMap<String, EntitySpec> {
+fn load_entities(
+    cx: &mut Cx<'_>,
+    root: &DeTable<'_>,
+    roles: &BTreeMap<Slug, (RoleSpec, usize)>,
+) -> BTreeMap<String, EntitySpec> {
     let mut out = BTreeMap::new();
     let Some(ents) = get(root, "entities") else {
         return out;
@@ -399,7 +403,7 @@ fn load_entities(cx: &mut Cx<'_>, root: &DeTable<'_>) -> BTreeMap<String, Entity
         let description = string(cx, t, "description", &k.span(), &what, false)
             .map(|(d, _)| d)
             .unwrap_or_default();
-        let fields = load_fields(cx, t, k, &what, &mut pending_refs);
+        let fields = load_fields(cx, t, k, &what, &mut pending_refs, roles);
         out.insert(
             name.to_owned(),
             EntitySpec {
@@ -424,6 +428,7 @@ fn load_fields(
     key: &Key<'_>,
     what: &str,
     pending_refs: &mut Vec<(String, Range<usize>)>,
+    roles: &BTreeMap<Slug, (RoleSpec, usize)>,
 ) -> BTreeMap<String, FieldSpec> {
     let mut out = BTreeMap::new();
     let Some(fields) = get(entity, "fields") else {
@@ -457,7 +462,7 @@ fn load_fields(
         check_keys(
             cx,
             t,
-            &["type", "sensitivity", "entity", "description"],
+            &["type", "sensitivity", "entity", "role", "description"],
             &fwhat,
         );
         let ty = string(cx, t, "type", &fk.span(), &fwhat, true).and_then(|(s, sp)| {
@@ -488,6 +493,7 @@ fn load_fields(
                 v
             });
         let target = string(cx, t, "entity", &fk.span(), &fwhat, false);
+        let role = string(cx, t, "role", &fk.span(), &fwhat, false);
         let description = string(cx, t, "description", &fk.span(), &fwhat, false)
             .map(|(d, _)| d)
             .unwrap_or_default();
@@ -512,6 +518,25 @@ fn load_fields(
             }
             (_, None) => None,
         };
+        let role = match (ty, role) {
+            (_, None) => None,
+            (FieldType::User, Some((r, sp))) => {
+                match Slug::parse(&r).ok().filter(|r| roles.contains_key(r)) {
+                    Some(r) => Some(r),
+                    None => {
+                        cx.at(&sp, format!("{fwhat}: unknown role `{}`", short(&r)));
+                        continue;
+                    }
+                }
+            }
+            (_, Some((_, sp))) => {
+                cx.at(
+                    &sp,
+                    format!("{fwhat}: `role` is only for fields of type `user`"),
+                );
+                continue;
+            }
+        };
         if matches!(ty, FieldType::User | FieldType::Ref) && !sensitivity.visible_to_policies() {
             cx.at(&fk.span(), format!("{fwhat}: `user` and `ref` fields are identifiers: use sensitivity public or internal"));
             continue;
@@ -523,6 +548,7 @@ fn load_fields(
                 ty,
                 sensitivity,
                 entity,
+                role,
                 description,
             },
         );

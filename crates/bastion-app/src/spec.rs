@@ -137,6 +137,9 @@ pub struct FieldSpec {
     pub sensitivity: Sensitivity,
     /// For `ref` fields: the referenced entity (its records are the field's values).
     pub entity: Option<String>,
+    /// For `user` fields: a role the referenced user must hold (`role = "seller"`); checked
+    /// by the pipeline on every write.
+    pub role: Option<Slug>,
     /// Free text.
     pub description: String,
 }

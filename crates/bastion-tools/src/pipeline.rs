@@ -788,7 +788,8 @@ fn field_refs(entity: &EntitySpec, data: &Map<String, Value>) -> Vec<FieldRef> {
     out
 }
 
-/// Every user-typed field must name a user of the caller's own tenant.
+/// Every user-typed field must name a user of the caller's own tenant, holding the field's
+/// `role` when the manifest gives one.
 async fn check_user_refs(
     tx: &mut TenantTx,
     entity: &EntitySpec,
@@ -803,7 +804,18 @@ async fn check_user_refs(
             return Err(Failure::invalid(&format!("/{k}"), "must be a user id"));
         };
         match bastion_store::users::user_by_id(tx, uid).await {
-            Ok(Some(_)) => {}
+            Ok(Some(u)) => {
+                if let Some(role) = f
+                    .role
+                    .as_ref()
+                    .filter(|r| u.disabled || !u.roles.contains(r))
+                {
+                    return Err(Failure::invalid(
+                        &format!("/{k}"),
+                        &format!("must be a user with role {role}"),
+                    ));
+                }
+            }
             Ok(None) | Err(StoreError::NotFound) => {
                 return Err(Failure::invalid(&format!("/{k}"), "no such user"));
             }

@@ -301,3 +301,20 @@ async fn large_arguments_are_audited_as_a_summary() {
     assert!(last.contains("arguments too large to record"), "{last}");
     assert!(last.len() < 16 * 1024);
 }
+
+/// `seller` is declared `role = "seller"`: a buyer cannot assign a quote to a finance user,
+/// to another buyer or to themself.
+#[tokio::test]
+async fn a_quote_can_only_be_assigned_to_a_seller() {
+    let app = spawn_app().await;
+    let buyer = app.login("acme", "buyer").await;
+    for who in ["finance", "buyer2", "buyer"] {
+        let id = app.user("acme", who).id.to_string();
+        let (status, body) = app.call(&buyer, "create_quote", &quote_args(&id)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{who}: {body}");
+        assert_eq!(body["errors"][0]["pointer"], json!("/seller"), "{body}");
+    }
+    let seller = app.user("acme", "seller").id.to_string();
+    let (status, body) = app.call(&buyer, "create_quote", &quote_args(&seller)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
