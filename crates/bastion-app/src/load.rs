@@ -693,7 +693,7 @@ fn load_tools(
     out
 }
 
-const TOOL_KEYS: [&str; 9] = [
+const TOOL_KEYS: [&str; 10] = [
     "kind",
     "entity",
     "risk",
@@ -702,6 +702,7 @@ const TOOL_KEYS: [&str; 9] = [
     "output_schema",
     "parent",
     "set",
+    "set_parent",
     "scope",
 ];
 
@@ -767,7 +768,8 @@ fn load_tool(
     };
 
     let parent = load_parent(cx, t, kind, entity, &what);
-    let set = load_set(cx, t, kind, entity, &what);
+    let set = load_set(cx, t, "set", kind, entity, &what);
+    let set_parent = load_set_parent(cx, t, kind, entity, parent.as_deref(), entities, &what);
     let scope = load_scope(cx, t, &hs, kind, entity, roles, &what);
     let (Some((in_path, in_schema, in_text)), Some((out_path, out_schema, out_text))) =
         (input, output)
@@ -803,8 +805,51 @@ fn load_tool(
         output_schema_path: out_path,
         parent,
         set,
+        set_parent,
         scope,
     })
+}
+
+/// `set_parent = { status = "accepted" }`: fixed values written to the parent record (the
+/// record of the tool's `parent` field for record.create, of the entity's one `ref` field for
+/// record.update) in the same transaction. Literals only: no `$caller`.
+fn load_set_parent(
+    cx: &mut Cx<'_>,
+    t: &DeTable<'_>,
+    kind: ToolKind,
+    entity: &EntitySpec,
+    parent: Option<&str>,
+    entities: &BTreeMap<String, EntitySpec>,
+    what: &str,
+) -> Map<String, Value> {
+    let Some(v) = get(t, "set_parent") else {
+        return Map::new();
+    };
+    let refs: Vec<&str> = entity.ref_fields().map(|(_, e)| e).collect();
+    let target = match (kind, parent) {
+        (ToolKind::RecordCreate, Some(field)) => {
+            entity.fields.get(field).and_then(|f| f.entity.clone())
+        }
+        (ToolKind::RecordUpdate, _) if refs.len() == 1 => refs.first().map(|e| (*e).to_owned()),
+        _ => None,
+    };
+    let Some(parent_entity) = target.and_then(|e| entities.get(&e)) else {
+        cx.at(
+            &v.span(),
+            format!("{what}: `set_parent` needs a record.create with `parent`, or a record.update of an entity with exactly one ref field"),
+        );
+        return Map::new();
+    };
+    let out = load_set(cx, t, "set_parent", kind, parent_entity, what);
+    for (k, val) in &out {
+        if val.as_str() == Some(SET_CALLER) {
+            cx.at(
+                &v.span(),
+                format!("{what}: `set_parent` value for `{k}` must be a literal"),
+            );
+        }
+    }
+    out
 }
 
 /// Resolves a schema path from the manifest: relative, inside the app directory.
@@ -877,20 +922,21 @@ fn load_parent(
 fn load_set(
     cx: &mut Cx<'_>,
     t: &DeTable<'_>,
+    set_key: &str,
     kind: ToolKind,
     entity: &EntitySpec,
     what: &str,
 ) -> Map<String, Value> {
     let mut out = Map::new();
-    let Some(v) = get(t, "set") else { return out };
+    let Some(v) = get(t, set_key) else { return out };
     if !matches!(kind, ToolKind::RecordCreate | ToolKind::RecordUpdate) {
         cx.at(
             &v.span(),
-            format!("{what}: `set` is only for record.create and record.update"),
+            format!("{what}: `{set_key}` is only for record.create and record.update"),
         );
         return out;
     }
-    let Some(set) = as_table(cx, v, &format!("{what}: `set`")) else {
+    let Some(set) = as_table(cx, v, &format!("{what}: `{set_key}`")) else {
         return out;
     };
     for (k, v) in set {
@@ -899,7 +945,7 @@ fn load_set(
             cx.at(
                 &k.span(),
                 format!(
-                    "`set` names unknown field `{}` of entity `{}`",
+                    "`{set_key}` names unknown field `{}` of entity `{}`",
                     short(fname),
                     entity.name
                 ),
@@ -933,7 +979,7 @@ fn load_set(
                 };
                 cx.at(
                     &v.span(),
-                    format!("`set` value for field `{fname}` is not allowed: {hint}"),
+                    format!("`{set_key}` value for field `{fname}` is not allowed: {hint}"),
                 );
             }
         }

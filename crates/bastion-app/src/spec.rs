@@ -351,6 +351,9 @@ pub struct ToolSpec {
     /// Fixed field values applied after the input fields (`record.create` and
     /// `record.update`). A `user` field may be set to [`SET_CALLER`].
     pub set: Map<String, Value>,
+    /// Fixed field values written to the parent record in the same transaction
+    /// (`set_parent = { status = "accepted" }`); literals only.
+    pub set_parent: Map<String, Value>,
     /// `record.list` only: which records each role sees.
     pub scope: BTreeMap<Slug, ListScope>,
 }

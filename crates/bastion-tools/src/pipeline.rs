@@ -327,6 +327,9 @@ impl Pipeline {
                 )
                 .await
                 .map_err(|e| Failure::store(e, target_parent.clone()))?;
+                if let Some(p) = &parent {
+                    self.write_parent(tx, tool, p).await?;
+                }
                 Ok((
                     record_output(&record),
                     Some(record.id.to_string()),
@@ -434,6 +437,9 @@ impl Pipeline {
                 )
                 .await
                 .map_err(|e| Failure::store(e, Some(id.to_string())))?;
+                if let Some(p) = &parent {
+                    self.write_parent(tx, tool, p).await?;
+                }
                 Ok((
                     record_output(&updated),
                     Some(updated.id.to_string()),
@@ -441,6 +447,39 @@ impl Pipeline {
                 ))
             }
         }
+    }
+
+    /// Applies the tool's `set_parent` values to the parent record, in the caller's
+    /// transaction (so the child and the parent change together or not at all).
+    async fn write_parent(
+        &self,
+        tx: &mut TenantTx,
+        tool: &ToolSpec,
+        parent: &Record,
+    ) -> Result<(), Failure> {
+        if tool.set_parent.is_empty() {
+            return Ok(());
+        }
+        let parent_entity = self
+            .inner
+            .app
+            .entities
+            .get(&parent.entity)
+            .ok_or_else(|| Failure::internal("parent entity unknown"))?;
+        let mut data = parent.data.as_object().cloned().unwrap_or_default();
+        data.extend(tool.set_parent.clone());
+        let refs = field_refs(parent_entity, &data);
+        records::update_record(
+            tx,
+            &parent.entity,
+            parent.id,
+            parent.version,
+            Value::Object(data),
+            &refs,
+        )
+        .await
+        .map_err(|e| Failure::store(e, Some(parent.id.to_string())))?;
+        Ok(())
     }
 
     /// The `record.get` tool of an entity, if the manifest has one.

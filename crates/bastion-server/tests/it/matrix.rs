@@ -390,8 +390,10 @@ async fn cross_tenant_ids_are_not_found_and_have_no_effect() {
 async fn every_tool_times_every_role_matches_what_is_advertised() {
     let app = spawn_app().await;
     let acme = callers(&app, "acme").await;
-    let made = populate(&app, "acme", &acme).await;
     for tool in app.spec.tools.values() {
+        // Fresh records per tool: a tool's effect (accepting a proposal closes its quote)
+        // must not decide what the next tool may do.
+        let made = populate(&app, "acme", &acme).await;
         for c in &acme {
             let ctx = Ctx {
                 app: &app,

@@ -318,3 +318,56 @@ async fn a_quote_can_only_be_assigned_to_a_seller() {
     let (status, body) = app.call(&buyer, "create_quote", &quote_args(&seller)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// The quote follows its proposals: `proposed` when one is submitted, `accepted` when one is
+/// accepted — in the same transaction — after which no proposal is submitted or accepted.
+#[tokio::test]
+async fn the_quote_follows_its_proposals_and_accepts_only_one() {
+    let app = spawn_app().await;
+    let buyer = app.login("acme", "buyer").await;
+    let seller = app.login("acme", "seller").await;
+    let quote = create_quote(&app, &buyer, "acme", "seller").await;
+    let proposal = |body: &str| json!({"quote_id": quote, "body": body, "price_minor": 2500, "currency": "EUR"});
+    let (status, p1) = app
+        .call(&seller, "submit_proposal", &proposal("first"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{p1}");
+    let (status, p2) = app
+        .call(&seller, "submit_proposal", &proposal("second"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{p2}");
+    let (_, q) = app.call(&buyer, "get_quote", &json!({"id": quote})).await;
+    assert_eq!(q["result"]["status"], json!("proposed"), "{q}");
+
+    let (status, body) = app
+        .call(
+            &buyer,
+            "accept_proposal",
+            &json!({"id": p1["result"]["id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, q) = app.call(&buyer, "get_quote", &json!({"id": quote})).await;
+    assert_eq!(q["result"]["status"], json!("accepted"), "{q}");
+
+    let (status, body) = app
+        .call(
+            &buyer,
+            "accept_proposal",
+            &json!({"id": p2["result"]["id"]}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a second proposal was accepted: {body}"
+    );
+    let (status, body) = app
+        .call(&seller, "submit_proposal", &proposal("third"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a proposal on an accepted quote: {body}"
+    );
+}
