@@ -130,7 +130,19 @@ pub async fn build(a: BuildArgs<'_>) -> anyhow::Result<Services> {
         )
     })?;
     let app = Arc::new(app);
-    let authz = Arc::new(Authorizer::new(&app).context("the policy set does not validate")?);
+    let authz = match Authorizer::new(&app) {
+        Ok(a) => Arc::new(a),
+        Err(bastion_authz::AuthzError::Refused(findings)) => {
+            for f in &findings {
+                eprintln!("{f}");
+            }
+            anyhow::bail!(
+                "the policy set has {} finding(s); run `bastion check`",
+                findings.len()
+            );
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("the policy set does not validate")),
+    };
     let keys =
         KeyRing::load_or_generate(&a.key_dir).context("cannot load or create signing keys")?;
     let config = IdentityConfig::new(a.issuer, a.audience)
