@@ -1208,7 +1208,7 @@ impl IdentityService {
         let user = users::user_by_id(&mut tx, claims.sub)
             .await
             .map_err(store_err)?;
-        let active = refresh::family_active(&mut tx, family)
+        let active = refresh::family_active_for(&mut tx, family, Some(claims.sub))
             .await
             .map_err(store_err)?;
         tx.rollback().await.map_err(store_err)?;

@@ -406,15 +406,31 @@ pub async fn revoke_user_families(
 /// # Errors
 /// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
 pub async fn family_active(tx: &mut TenantTx, family: FamilyId) -> StoreResult<bool> {
+    family_active_for(tx, family, None).await
+}
+
+/// Whether `family` is live (not revoked, before its absolute expiry) **and**, when `user` is
+/// given, belongs to that user — so an access token's session id cannot be paired with
+/// another user's id.
+///
+/// # Errors
+/// [`StoreError::Unavailable`] when the database cannot be read.
+pub async fn family_active_for(
+    tx: &mut TenantTx,
+    family: FamilyId,
+    user: Option<UserId>,
+) -> StoreResult<bool> {
     let tenant = tx.tenant_text();
     let now = tx.now();
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM refresh_families
-         WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL AND absolute_expires_at > $3",
+         WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL AND absolute_expires_at > $3
+           AND ($4 IS NULL OR user_id = $4)",
     )
     .bind(tenant)
     .bind(family.to_string())
     .bind(now)
+    .bind(user.map(|u| u.to_string()))
     .fetch_one(tx.conn())
     .await?;
     Ok(n == 1)

@@ -448,3 +448,21 @@ async fn undecodable_tool_name_is_a_problem() {
         "leaks a parameter name"
     );
 }
+
+/// A session id is bound to its user: a token pairing the buyer's session with the finance
+/// user's id is refused, even signed with our own key.
+#[tokio::test]
+async fn a_session_id_cannot_be_paired_with_another_user() {
+    let app = spawn_app().await;
+    let token = app.login("acme", "buyer").await;
+    let (header, payload) = parts(&token);
+    let mut p = payload.clone();
+    p["sub"] = json!(app.user("acme", "finance").id.to_string());
+    let forged = resign(&app, &header, &p);
+    let r = app.get("/v1/tools", Some(&forged)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "sid of one user accepted for another"
+    );
+}
