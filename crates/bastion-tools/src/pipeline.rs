@@ -198,7 +198,7 @@ impl Pipeline {
             .map(|v| (v.pointer, v.message))
             .collect();
         let errors = if errors.is_empty() {
-            normalize_integers(entity, &mut args)
+            normalize_fields(entity, &mut args)
         } else {
             errors
         };
@@ -644,15 +644,41 @@ impl Failure {
     }
 }
 
-/// JSON Schema's `integer` accepts `1.0`, `1e2` and `-0`; the store and Cedar must only ever
-/// see `i64`. Integral values of `integer` fields are rewritten as integers; anything else
-/// (fractions, values outside `i64`) is an input error. Returns the errors, empty when fine.
-fn normalize_integers(entity: &EntitySpec, args: &mut Value) -> Vec<(String, String)> {
+/// Whether `c` may not appear in a stored string: C0/C1 controls other than tab, line feed
+/// and carriage return (NUL truncates in C consumers), and the Unicode bidirectional
+/// overrides and isolates that make text display differently from what it says
+/// (CVE-2021-42574, "Trojan Source").
+fn forbidden_char(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Makes arguments safe to store, or says why not. Returns the errors, empty when fine.
+///
+/// - JSON Schema's `integer` accepts `1.0`, `1e2` and `-0`; the store and Cedar must only
+///   ever see `i64`. Integral values of `integer` fields are rewritten as integers; anything
+///   else (fractions, values beyond ±9e15) is an input error.
+/// - `string` fields may not hold control characters (but tab and newlines) or
+///   bidirectional overrides ([`forbidden_char`]).
+fn normalize_fields(entity: &EntitySpec, args: &mut Value) -> Vec<(String, String)> {
     let mut errors = Vec::new();
     let Some(obj) = args.as_object_mut() else {
         return errors;
     };
     for (k, f) in &entity.fields {
+        if f.ty == FieldType::String {
+            let bad = obj
+                .get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.chars().any(forbidden_char));
+            if bad {
+                errors.push((
+                    format!("/{k}"),
+                    "must not contain control or bidirectional-override characters".to_owned(),
+                ));
+            }
+            continue;
+        }
         if f.ty != FieldType::Integer {
             continue;
         }

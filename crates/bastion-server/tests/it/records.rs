@@ -371,3 +371,23 @@ async fn the_quote_follows_its_proposals_and_accepts_only_one() {
         "a proposal on an accepted quote: {body}"
     );
 }
+
+/// Strings are stored as shown: NUL and other controls, and bidirectional overrides
+/// ("Trojan Source"), are refused; tabs and newlines are fine.
+#[tokio::test]
+async fn control_and_bidi_override_characters_are_refused_in_strings() {
+    let app = spawn_app().await;
+    let buyer = app.login("acme", "buyer").await;
+    let seller_id = app.user("acme", "seller").id.to_string();
+    for bad in ["a\u{0}b", "pay \u{202E}0001$", "x\u{2066}y", "bell\u{7}"] {
+        let mut args = quote_args(&seller_id);
+        args["title"] = json!(bad);
+        let (status, body) = app.call(&buyer, "create_quote", &args).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}: {body}");
+        assert_eq!(body["errors"][0]["pointer"], json!("/title"));
+    }
+    let mut args = quote_args(&seller_id);
+    args["note"] = json!("line one\nline two\tand a tab, ünïcödé ✓");
+    let (status, body) = app.call(&buyer, "create_quote", &args).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
