@@ -190,26 +190,34 @@ impl Authorizer {
     /// because they depend on the record. Listing is a hint: every call is decided anew.
     #[must_use]
     pub fn allowed_actions(&self, principal: &Principal, now: i64) -> Vec<String> {
-        let mut out = Vec::new();
-        for tool in self.spec.tools.values() {
-            let on_tenant =
-                schema::resource_type(&self.spec, tool).as_deref() == Some(schema::TENANT);
-            let listable = if on_tenant {
-                self.decide(&AuthzRequest {
-                    principal,
-                    action: tool.name.as_str(),
-                    resource: Resource::Tenant,
-                    now,
-                })
-                .allowed
-            } else {
-                self.some_permit_may_apply(principal, tool.name.as_str())
-            };
-            if listable {
-                out.push(tool.name.to_string());
-            }
+        self.spec
+            .tools
+            .keys()
+            .filter(|name| self.may_call(principal, name.as_str(), now))
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Whether `principal` may call `action` at all, by the rule of
+    /// [`Authorizer::allowed_actions`], for one tool (the pipeline's per-call check). An
+    /// unknown action is `false`.
+    #[must_use]
+    pub fn may_call(&self, principal: &Principal, action: &str, now: i64) -> bool {
+        let Some(tool) = self.spec.tools.values().find(|t| t.name.as_str() == action) else {
+            return false;
+        };
+        let on_tenant = schema::resource_type(&self.spec, tool).as_deref() == Some(schema::TENANT);
+        if on_tenant {
+            self.decide(&AuthzRequest {
+                principal,
+                action,
+                resource: Resource::Tenant,
+                now,
+            })
+            .allowed
+        } else {
+            self.some_permit_may_apply(principal, action)
         }
-        out
     }
 
     fn some_permit_may_apply(&self, principal: &Principal, action: &str) -> bool {

@@ -172,12 +172,7 @@ impl Pipeline {
         };
 
         // 1. Action level: can this principal call the tool at all?
-        if !inner
-            .authz
-            .allowed_actions(principal, audit.now)
-            .iter()
-            .any(|a| a == &name)
-        {
+        if !inner.authz.may_call(principal, &name, audit.now) {
             self.audit_alone(
                 &audit,
                 Outcome::Deny,

@@ -154,6 +154,11 @@ fn allowed_actions_follow_the_roles() {
         ["get_quote", "list_quotes"]
     );
     assert!(authz.allowed_actions(&principal(&[]), now).is_empty());
+    // The pipeline's one-tool check agrees with the listing, and refuses unknown actions.
+    assert!(authz.may_call(&principal(&["seller"]), "submit_proposal", now));
+    assert!(!authz.may_call(&principal(&["buyer"]), "submit_proposal", now));
+    assert!(!authz.may_call(&principal(&["finance"]), "create_quote", now));
+    assert!(!authz.may_call(&principal(&["finance"]), "issue_refund", now));
 }
 
 /// The generated schema is a reviewed golden file (`tests/vendor-quote.cedarschema`);
