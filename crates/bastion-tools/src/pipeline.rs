@@ -16,8 +16,8 @@ use serde_json::{Map, Value, json};
 use crate::ToolError;
 use crate::redact::redact_fields;
 
-/// Largest page a list tool returns.
-pub const PAGE_SIZE_MAX: u32 = 100;
+/// Largest page a list tool returns: the store's limit.
+pub use bastion_store::PAGE_SIZE_MAX;
 /// Page size when the caller does not ask.
 pub const PAGE_SIZE_DEFAULT: u32 = 20;
 
