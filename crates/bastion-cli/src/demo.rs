@@ -62,7 +62,7 @@ pub struct UserCredentials {
     pub totp_secret: String,
 }
 
-fn app_dir(explicit: Option<&Path>, data: &Path) -> anyhow::Result<PathBuf> {
+fn app_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
@@ -74,7 +74,6 @@ fn app_dir(explicit: Option<&Path>, data: &Path) -> anyhow::Result<PathBuf> {
     if manifest_dir.join("app.toml").is_file() {
         return Ok(manifest_dir);
     }
-    let _ = data;
     anyhow::bail!(
         "cannot find examples/vendor-quote: run from the repository root or pass --app DIR"
     )
@@ -101,7 +100,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub async fn run(data: &Path, listen_addr: &str, app: Option<&Path>) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     restrict(data, 0o700)?;
-    let app_dir = app_dir(app, data)?;
+    let app_dir = app_dir(app)?;
     let addr: SocketAddr = listen_addr
         .parse()
         .with_context(|| format!("`{listen_addr}` is not an address"))?;
