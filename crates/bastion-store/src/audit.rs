@@ -10,10 +10,9 @@
 
 use bastion_audit::{AuditEvent, BODY_LEN_MAX, HASH_LEN, StoredAuditRecord, seal_next};
 use bastion_types::TenantId;
-use sqlx::SqliteConnection;
 
-use crate::db::col;
 use crate::error::{StoreError, StoreResult};
+use crate::sql::{self, col};
 use crate::{SystemTx, TenantTx};
 
 /// `(seq, hash)` of the last record of a chain.
@@ -145,8 +144,8 @@ fn to_hash(v: Vec<u8>) -> StoreResult<[u8; HASH_LEN]> {
         .map_err(|_| StoreError::internal("corrupt audit hash"))
 }
 
-async fn head(conn: &mut SqliteConnection, tenant: &str) -> StoreResult<Option<ChainHead>> {
-    let row = sqlx::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1")
+async fn head(conn: &mut crate::sql::DbTx, tenant: &str) -> StoreResult<Option<ChainHead>> {
+    let row = sql::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1")
         .bind(tenant)
         .fetch_optional(&mut *conn)
         .await?;
@@ -155,7 +154,7 @@ async fn head(conn: &mut SqliteConnection, tenant: &str) -> StoreResult<Option<C
 }
 
 async fn append(
-    conn: &mut SqliteConnection,
+    conn: &mut crate::sql::DbTx,
     tenant: &str,
     event: &AuditEvent,
 ) -> StoreResult<ChainHead> {
@@ -165,10 +164,18 @@ async fn append(
             reason: "audit record exceeds 64 KiB",
         });
     }
+    if conn.is_postgres() {
+        // Writers of one chain queue here until the holder commits, so each appends to the
+        // head the previous one left (SQLite serialises every transaction already).
+        sql::query("SELECT pg_advisory_xact_lock(hashtextextended('bastion.audit:' || $1, 0))")
+            .bind(tenant)
+            .execute(conn)
+            .await?;
+    }
     let prev = head(conn, tenant).await?;
     let record = seal_next(prev, body);
     let seq = from_seq(record.seq)?;
-    sqlx::query(
+    sql::query(
         "INSERT INTO audit_log (tenant_id, seq, at, body, prev_hash, hash)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -182,7 +189,7 @@ async fn append(
     .await?;
     let moved = match prev {
         None => {
-            sqlx::query("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, $2, $3)")
+            sql::query("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, $2, $3)")
                 .bind(tenant)
                 .bind(seq)
                 .bind(&record.hash[..])
@@ -190,7 +197,7 @@ async fn append(
                 .await?
         }
         Some((prev_seq, _)) => {
-            sqlx::query(
+            sql::query(
                 "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1 AND seq = $4",
             )
             .bind(tenant)
@@ -207,7 +214,7 @@ async fn append(
     Ok((record.seq, record.hash))
 }
 
-fn record_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<StoredAuditRecord> {
+fn record_from_row(r: &crate::sql::Row) -> StoreResult<StoredAuditRecord> {
     Ok(StoredAuditRecord {
         seq: to_seq(col(r, "seq")?)?,
         body: col(r, "body")?,
@@ -217,7 +224,7 @@ fn record_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<StoredAuditRecord
 }
 
 async fn page(
-    conn: &mut SqliteConnection,
+    conn: &mut crate::sql::DbTx,
     tenant: &str,
     after_seq: u64,
     limit: u32,
@@ -228,7 +235,7 @@ async fn page(
         });
     }
     let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
-    let rows = sqlx::query(
+    let rows = sql::query(
         "SELECT seq, body, prev_hash, hash FROM audit_log
          WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
     )
@@ -240,9 +247,9 @@ async fn page(
     rows.iter().map(record_from_row).collect()
 }
 
-async fn read(conn: &mut SqliteConnection, tenant_id: TenantId) -> StoreResult<AuditChain> {
+async fn read(conn: &mut crate::sql::DbTx, tenant_id: TenantId) -> StoreResult<AuditChain> {
     let tenant = tenant_id.to_string();
-    let rows = sqlx::query(
+    let rows = sql::query(
         "SELECT seq, body, prev_hash, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq",
     )
     .bind(&tenant)

@@ -5,12 +5,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bastion_types::{Principal, SharedClock, TenantId, UnixTime};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection};
 
 use crate::error::{StoreError, StoreResult};
+use crate::rls::{self, IsolationFinding};
+use crate::sql::{self, DbTx};
 
 /// How long a statement waits for another writer's lock before failing with
 /// [`StoreError::Unavailable`].
@@ -19,6 +21,13 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections in a file-backed pool.
 pub const POOL_CONNECTIONS_MAX: u32 = 8;
+/// Connections in a PostgreSQL pool, per instance. With several instances on one database,
+/// `instances × this` must stay below the server's `max_connections` (or sit behind a
+/// transaction-mode pooler, which the per-transaction tenant setting makes safe).
+pub const PG_POOL_CONNECTIONS_MAX: u32 = 16;
+/// Oldest PostgreSQL server accepted (`server_version_num`): 15 is the first with
+/// `security_invoker` views.
+pub const POSTGRES_VERSION_MIN: i64 = 150_000;
 
 /// SQLite serialises writers; taking the write lock when the transaction starts (instead of
 /// at its first write) means a transaction never fails half-way with `SQLITE_BUSY_SNAPSHOT`
@@ -26,16 +35,22 @@ pub const POOL_CONNECTIONS_MAX: u32 = 8;
 const BEGIN_SQLITE: &str = "BEGIN IMMEDIATE";
 
 /// An embedded migration: `version` ascending from 1, applied once, checksummed.
-struct Migration {
-    version: i64,
-    name: &'static str,
-    sql: &'static str,
+pub(crate) struct Migration {
+    pub(crate) version: i64,
+    pub(crate) name: &'static str,
+    pub(crate) sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
+const MIGRATIONS_SQLITE: &[Migration] = &[Migration {
     version: 1,
     name: "init",
     sql: include_str!("../migrations/sqlite/0001_init.sql"),
+}];
+
+pub(crate) const MIGRATIONS_POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../migrations/postgres/0001_init.sql"),
 }];
 
 /// The database handle. Cheap to clone (a connection pool and the clock).
@@ -49,17 +64,27 @@ pub struct Store {
     read_only: bool,
 }
 
-/// The database behind a [`Store`]. Postgres joins as a second variant.
+/// The database behind a [`Store`].
 #[derive(Clone)]
 enum Backend {
     Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Embedded SQLite: isolation by [`TenantTx`] and composite keys, no RLS.
+    Sqlite,
+    /// PostgreSQL with row-level security enforced by the database.
+    Postgres,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.backend {
-            Backend::Sqlite(_) => f.debug_struct("Store").field("backend", &"sqlite").finish(),
-        }
+        f.debug_struct("Store")
+            .field("backend", &self.kind())
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,7 +114,7 @@ impl Store {
             clock,
             read_only: false,
         };
-        store.migrate().await?;
+        store.migrate_sqlite().await?;
         Ok(store)
     }
 
@@ -118,12 +143,7 @@ impl Store {
             clock,
             read_only: true,
         };
-        let current = store.schema_version().await?;
-        if current != latest_version() {
-            return Err(StoreError::Unavailable {
-                cause: crate::error::Cause::fixed("database schema is not current"),
-            });
-        }
+        store.require_current_schema().await?;
         Ok(store)
     }
 
@@ -147,8 +167,90 @@ impl Store {
             clock,
             read_only: false,
         };
-        store.migrate().await?;
+        store.migrate_sqlite().await?;
         Ok(store)
+    }
+
+    /// Connects to PostgreSQL at `url` (libpq-style URL: `postgres://ROLE@HOST/DB`, with
+    /// `sslmode` and `options=-c search_path=SCHEMA` as needed) **as the application role**,
+    /// and refuses to run unless the database enforces tenant isolation:
+    /// - the server is at least [`POSTGRES_VERSION_MIN`];
+    /// - the schema was migrated to this build's version (by the owner role, see
+    ///   [`Store::migrate_postgres`]; the application role cannot create anything);
+    /// - the isolation self-check ([`Store::isolation_findings`]) finds nothing: every tenant
+    ///   table has `ENABLE` and `FORCE ROW LEVEL SECURITY` and a policy, the role is not a
+    ///   superuser, cannot bypass RLS, owns no table, and has no `CREATE` on any schema.
+    ///
+    /// Each [`TenantTx`] then sets `app.tenant_id` with `set_config(…, true)` (transaction
+    /// scope), so a pooled connection never carries one tenant's setting into another's work.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the server cannot be reached;
+    /// [`StoreError::Unsafe`] naming each table or role attribute that breaks isolation, an
+    /// old server, or a schema that is not current.
+    pub async fn open_postgres(url: &str, clock: SharedClock) -> StoreResult<Self> {
+        let opts = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(PG_POOL_CONNECTIONS_MAX)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(opts)
+            .await?;
+        let store = Self {
+            backend: Backend::Postgres(pool),
+            clock,
+            read_only: false,
+        };
+        let findings = store.isolation_findings().await?;
+        if !findings.is_empty() {
+            store.close().await;
+            return Err(StoreError::Unsafe { findings });
+        }
+        Ok(store)
+    }
+
+    /// Applies the embedded PostgreSQL migrations as the **owner** role at `owner_url`
+    /// (never the application role), then grants `app_role` exactly the privileges it needs:
+    /// `USAGE` on the schema, row privileges per table (`SELECT, INSERT` only on the audit
+    /// log; never `TRUNCATE`, which RLS does not filter), and no `CREATE`. Safe to run from
+    /// several instances at once: a session advisory lock serialises them, and applied
+    /// migrations are checked against their SHA-256 checksums.
+    ///
+    /// The tables go into the owner connection's current schema (its `search_path`); the
+    /// application role must connect with the same `search_path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] when `app_role` is not a plain lower-case identifier;
+    /// [`StoreError::Unsafe`] for a server older than [`POSTGRES_VERSION_MIN`];
+    /// [`StoreError::Internal`] when an applied migration differs from the embedded one.
+    pub async fn migrate_postgres(
+        owner_url: &str,
+        app_role: &str,
+        clock: &SharedClock,
+    ) -> StoreResult<()> {
+        rls::migrate(owner_url, app_role, clock.now()).await
+    }
+
+    /// Which database this store runs on.
+    #[must_use]
+    pub fn kind(&self) -> BackendKind {
+        match &self.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// The isolation self-check (PostgreSQL): every way the connected role could read or
+    /// write another tenant's rows, each naming the table, view or role attribute. Empty
+    /// means isolation holds in the database. On SQLite, which has no row-level security,
+    /// the answer is always empty (isolation there rests on [`TenantTx`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the server cannot be reached.
+    pub async fn isolation_findings(&self) -> StoreResult<Vec<IsolationFinding>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(pool) => rls::findings(pool).await,
+        }
     }
 
     /// The clock this store stamps rows with and checks expiry against.
@@ -161,7 +263,9 @@ impl Store {
     /// returned [`TenantTx`] reads and writes only rows of `scope`'s tenant.
     ///
     /// On SQLite the transaction takes the write lock at once (`BEGIN IMMEDIATE`), so
-    /// transactions are serialised: keep them short, and never hold two in one task.
+    /// transactions are serialised: keep them short, and never hold two in one task. On
+    /// PostgreSQL it sets `app.tenant_id` for this transaction only, and row-level security
+    /// filters every statement by it.
     ///
     /// # Errors
     /// [`StoreError::Invalid`] for the nil tenant (reserved for the system chain);
@@ -172,7 +276,7 @@ impl Store {
                 reason: "the nil tenant is reserved",
             });
         }
-        let tx = self.begin_raw().await?;
+        let tx = self.begin_raw(scope.tenant_id).await?;
         Ok(TenantTx {
             tenant_id: scope.tenant_id,
             tx,
@@ -181,12 +285,15 @@ impl Store {
     }
 
     /// Begins a transaction on the tenant-less tables: tenants, throttles and the system
-    /// audit chain. It cannot touch any tenant's rows.
+    /// audit chain. It cannot touch any tenant's rows (on PostgreSQL its tenant setting is
+    /// the nil tenant of the system chain).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when no connection or lock is obtained in time.
     pub async fn system(&self) -> StoreResult<SystemTx> {
-        let tx = self.begin_raw().await?;
+        let tx = self
+            .begin_raw(TenantId::from_uuid(uuid::Uuid::nil()))
+            .await?;
         Ok(SystemTx {
             tx,
             clock: self.clock.clone(),
@@ -197,91 +304,109 @@ impl Store {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
         }
     }
 
-    async fn begin_raw(&self) -> StoreResult<Tx> {
+    async fn begin_raw(&self, tenant: TenantId) -> StoreResult<DbTx> {
         match &self.backend {
             // A read-only connection cannot take the write lock; its reads need none.
-            Backend::Sqlite(pool) if self.read_only => Ok(pool.begin().await?),
-            Backend::Sqlite(pool) => Ok(pool.begin_with(BEGIN_SQLITE).await?),
+            Backend::Sqlite(pool) if self.read_only => Ok(DbTx::Sqlite(pool.begin().await?)),
+            Backend::Sqlite(pool) => Ok(DbTx::Sqlite(pool.begin_with(BEGIN_SQLITE).await?)),
+            Backend::Postgres(pool) => {
+                let mut tx = DbTx::Postgres(sql::PgTx::new(pool.begin().await?));
+                sql::query("SELECT set_config('app.tenant_id', $1, true)")
+                    .bind(tenant.to_string())
+                    .execute(&mut tx)
+                    .await?;
+                Ok(tx)
+            }
         }
     }
 
-    async fn schema_version(&self) -> StoreResult<i64> {
-        let mut tx = self.begin_raw_read().await?;
-        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
-            .fetch_one(&mut *tx)
+    async fn require_current_schema(&self) -> StoreResult<()> {
+        let mut tx = self
+            .begin_raw(TenantId::from_uuid(uuid::Uuid::nil()))
+            .await?;
+        let v: Option<i64> = sql::query("SELECT MAX(version) FROM schema_migrations")
+            .scalar(&mut tx)
             .await?;
         tx.rollback().await?;
-        Ok(v.unwrap_or(0))
-    }
-
-    async fn begin_raw_read(&self) -> StoreResult<Tx> {
-        match &self.backend {
-            Backend::Sqlite(pool) => Ok(pool.begin().await?),
+        if v.unwrap_or(0) != latest_version(MIGRATIONS_SQLITE) {
+            return Err(StoreError::Unavailable {
+                cause: crate::error::Cause::fixed("database schema is not current"),
+            });
         }
+        Ok(())
     }
 
     /// Applies the embedded migrations not yet recorded in `schema_migrations`, each in its
     /// own transaction, and refuses to run against a database whose applied migrations do not
     /// match the embedded text (SHA-256 checksum).
-    async fn migrate(&self) -> StoreResult<()> {
-        let mut tx = self.begin_raw().await?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version    BIGINT PRIMARY KEY,
-                name       TEXT NOT NULL,
-                checksum   TEXT NOT NULL,
-                applied_at BIGINT NOT NULL
-            )",
-        )
-        .execute(&mut *tx)
-        .await?;
+    async fn migrate_sqlite(&self) -> StoreResult<()> {
+        let nil = TenantId::from_uuid(uuid::Uuid::nil());
+        let mut tx = self.begin_raw(nil).await?;
+        sql::query(CREATE_SCHEMA_MIGRATIONS)
+            .execute(&mut tx)
+            .await?;
         tx.commit().await?;
-
-        for m in MIGRATIONS {
-            let mut tx = self.begin_raw().await?;
-            let sum = checksum(m.sql);
-            let applied: Option<String> =
-                sqlx::query_scalar("SELECT checksum FROM schema_migrations WHERE version = $1")
-                    .bind(m.version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            match applied {
-                Some(existing) if existing == sum => {}
-                Some(_) => return Err(StoreError::internal("an applied migration was changed")),
-                None => {
-                    sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
-                    sqlx::query(
-                        "INSERT INTO schema_migrations (version, name, checksum, applied_at)
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(m.version)
-                    .bind(m.name)
-                    .bind(&sum)
-                    .bind(self.clock.now())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+        for m in MIGRATIONS_SQLITE {
+            let mut tx = self.begin_raw(nil).await?;
+            apply_migration(&mut tx, m, self.clock.now()).await?;
             tx.commit().await?;
         }
         Ok(())
     }
 }
 
-fn latest_version() -> i64 {
-    MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
+pub(crate) const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    BIGINT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    checksum   TEXT NOT NULL,
+    applied_at BIGINT NOT NULL
+)";
+
+/// Applies `m` inside `tx` unless it is recorded; refuses a recorded one whose checksum
+/// differs from the embedded text.
+pub(crate) async fn apply_migration(
+    tx: &mut DbTx,
+    m: &Migration,
+    now: UnixTime,
+) -> StoreResult<()> {
+    let sum = checksum(m.sql);
+    let applied: Option<String> =
+        sql::query("SELECT checksum FROM schema_migrations WHERE version = $1")
+            .bind(m.version)
+            .scalar_optional(tx)
+            .await?;
+    match applied {
+        Some(existing) if existing == sum => Ok(()),
+        Some(_) => Err(StoreError::internal("an applied migration was changed")),
+        None => {
+            sql::raw(tx, m.sql).await?;
+            sql::query(
+                "INSERT INTO schema_migrations (version, name, checksum, applied_at)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(sum)
+            .bind(now)
+            .execute(tx)
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn latest_version(migrations: &[Migration]) -> i64 {
+    migrations.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
 fn checksum(sql: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, sql.as_bytes());
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
-
-/// The driver transaction inside [`TenantTx`] and [`SystemTx`].
-type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
 /// Which tenant a transaction may touch. Built only from an authenticated [`Principal`] or,
 /// explicitly, for the flows that run before one exists.
@@ -321,7 +446,7 @@ impl TenantScope {
 /// Dropping it without [`TenantTx::commit`] rolls back.
 pub struct TenantTx {
     tenant_id: TenantId,
-    tx: Tx,
+    tx: DbTx,
     clock: SharedClock,
 }
 
@@ -351,7 +476,7 @@ impl TenantTx {
     /// # Errors
     /// [`StoreError::Unavailable`] when the database refuses the commit; nothing was written.
     pub async fn commit(self) -> StoreResult<()> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await
     }
 
     /// Rolls back explicitly (dropping does the same).
@@ -359,14 +484,14 @@ impl TenantTx {
     /// # Errors
     /// [`StoreError::Unavailable`] when the connection is gone (the work is lost either way).
     pub async fn rollback(self) -> StoreResult<()> {
-        Ok(self.tx.rollback().await?)
+        self.tx.rollback().await
     }
 
     pub(crate) fn tenant_text(&self) -> String {
         self.tenant_id.to_string()
     }
 
-    pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
+    pub(crate) fn conn(&mut self) -> &mut DbTx {
         &mut self.tx
     }
 }
@@ -374,7 +499,7 @@ impl TenantTx {
 /// A transaction on tenant-less tables (tenants, throttles, the system audit chain). Only
 /// [`Store::system`] creates one. Dropping it without [`SystemTx::commit`] rolls back.
 pub struct SystemTx {
-    tx: Tx,
+    tx: DbTx,
     clock: SharedClock,
 }
 
@@ -396,7 +521,7 @@ impl SystemTx {
     /// # Errors
     /// [`StoreError::Unavailable`] when the database refuses the commit; nothing was written.
     pub async fn commit(self) -> StoreResult<()> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await
     }
 
     /// Rolls back explicitly (dropping does the same).
@@ -404,10 +529,10 @@ impl SystemTx {
     /// # Errors
     /// [`StoreError::Unavailable`] when the connection is gone.
     pub async fn rollback(self) -> StoreResult<()> {
-        Ok(self.tx.rollback().await?)
+        self.tx.rollback().await
     }
 
-    pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
+    pub(crate) fn conn(&mut self) -> &mut DbTx {
         &mut self.tx
     }
 }
@@ -416,12 +541,4 @@ impl SystemTx {
 pub(crate) fn parse_id<T: FromStr>(s: &str) -> StoreResult<T> {
     s.parse()
         .map_err(|_| StoreError::internal("corrupt id in a stored row"))
-}
-
-/// Reads a column, mapping decode failures to [`StoreError::Internal`].
-pub(crate) fn col<'r, T>(row: &'r sqlx::sqlite::SqliteRow, name: &'static str) -> StoreResult<T>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    row.try_get(name).map_err(StoreError::from)
 }

@@ -35,6 +35,13 @@ pub enum StoreError {
         /// Why, e.g. `page size must be 1..=100`.
         reason: &'static str,
     },
+    /// The database does not enforce tenant isolation (PostgreSQL self-check): each finding
+    /// names the table, view, schema or role attribute at fault. Bastion refuses to start.
+    #[error("the database does not enforce tenant isolation: {}", list(findings))]
+    Unsafe {
+        /// What is wrong, one finding per object.
+        findings: Vec<crate::IsolationFinding>,
+    },
     /// A bug or a corrupt row. Details are only in the source, never in the message.
     #[error("internal storage error")]
     Internal {
@@ -104,10 +111,16 @@ impl From<sqlx::Error> for StoreError {
                     reason: "value breaks a storage constraint",
                 },
                 _ => {
-                    let unavailable = db
-                        .code()
-                        .and_then(|c| c.parse::<i64>().ok())
-                        .is_some_and(|c| SQLITE_UNAVAILABLE.contains(&(c & 0xff)));
+                    let is_pg = db
+                        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .is_some();
+                    let unavailable = if is_pg {
+                        db.code().is_some_and(|c| pg_unavailable(&c))
+                    } else {
+                        db.code()
+                            .and_then(|c| c.parse::<i64>().ok())
+                            .is_some_and(|c| SQLITE_UNAVAILABLE.contains(&(c & 0xff)))
+                    };
                     let cause = Cause(Box::new(sqlx::Error::Database(db)));
                     if unavailable {
                         Self::Unavailable { cause }
@@ -132,6 +145,23 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// Shorthand for results of this crate.
+fn list(findings: &[crate::IsolationFinding]) -> String {
+    findings
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// SQLSTATE classes and codes of PostgreSQL that mean "try again later" (Appendix A):
+/// connection exceptions, insufficient resources, operator intervention, serialization
+/// failures and deadlocks, and lock timeouts.
+fn pg_unavailable(code: &str) -> bool {
+    ["08", "53", "57"].iter().any(|c| code.starts_with(c))
+        || matches!(code, "40001" | "40P01" | "55P03" | "25006")
+}
+
+/// What every store function returns.
 pub type StoreResult<T> = Result<T, StoreError>;
 
 impl Cause {

@@ -26,6 +26,8 @@
 
 mod db;
 mod error;
+mod rls;
+mod sql;
 
 pub mod audit;
 pub mod mfa;
@@ -35,9 +37,15 @@ pub mod tenants;
 pub mod throttle;
 pub mod users;
 
+/// Test databases for this workspace's tests; not part of the serving path.
+#[doc(hidden)]
+pub mod testing;
+
 pub use db::{
-    ACQUIRE_TIMEOUT, BUSY_TIMEOUT, POOL_CONNECTIONS_MAX, Store, SystemTx, TenantScope, TenantTx,
+    ACQUIRE_TIMEOUT, BUSY_TIMEOUT, BackendKind, PG_POOL_CONNECTIONS_MAX, POOL_CONNECTIONS_MAX,
+    POSTGRES_VERSION_MIN, Store, SystemTx, TenantScope, TenantTx,
 };
 pub use error::{Cause, StoreError, StoreResult};
 pub use records::{FieldRef, ListFilter, PAGE_SIZE_MAX, Page, RefTarget};
 pub use refresh::{FamilyId, RotateOutcome, TokenFamily};
+pub use rls::{IsolationFinding, SYSTEM_TABLES};

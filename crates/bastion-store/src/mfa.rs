@@ -7,8 +7,9 @@
 use bastion_types::{UnixTime, UserId};
 
 use crate::TenantTx;
-use crate::db::{col, parse_id};
+use crate::db::parse_id;
 use crate::error::{StoreError, StoreResult};
+use crate::sql::{self, col};
 
 /// Longest accepted stored TOTP secret, in bytes. The store keeps whatever bytes the caller
 /// gives: bastion-identity stores the secret sealed (AES-256-GCM, 29 bytes of framing), so
@@ -71,7 +72,7 @@ pub async fn set_totp_secret(
     }
     let tenant = tx.tenant_text();
     let now = tx.now();
-    sqlx::query(
+    sql::query(
         "INSERT INTO mfa_totp (tenant_id, user_id, secret, confirmed, last_used_step, created_at)
          VALUES ($1, $2, $3, $4, -1, $5)
          ON CONFLICT (tenant_id, user_id) DO UPDATE SET secret = $3, confirmed = $4",
@@ -93,7 +94,7 @@ pub async fn set_totp_secret(
 pub async fn confirm_totp(tx: &mut TenantTx, user: UserId) -> StoreResult<()> {
     let tenant = tx.tenant_text();
     let done =
-        sqlx::query("UPDATE mfa_totp SET confirmed = TRUE WHERE tenant_id = $1 AND user_id = $2")
+        sql::query("UPDATE mfa_totp SET confirmed = TRUE WHERE tenant_id = $1 AND user_id = $2")
             .bind(tenant)
             .bind(user.to_string())
             .execute(tx.conn())
@@ -111,7 +112,7 @@ pub async fn confirm_totp(tx: &mut TenantTx, user: UserId) -> StoreResult<()> {
 /// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
 pub async fn totp_for(tx: &mut TenantTx, user: UserId) -> StoreResult<Option<TotpState>> {
     let tenant = tx.tenant_text();
-    let row = sqlx::query(
+    let row = sql::query(
         "SELECT secret, confirmed, last_used_step FROM mfa_totp
          WHERE tenant_id = $1 AND user_id = $2",
     )
@@ -138,7 +139,7 @@ pub async fn totp_for(tx: &mut TenantTx, user: UserId) -> StoreResult<Option<Tot
 /// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
 pub async fn record_totp_step(tx: &mut TenantTx, user: UserId, step: i64) -> StoreResult<bool> {
     let tenant = tx.tenant_text();
-    let done = sqlx::query(
+    let done = sql::query(
         "UPDATE mfa_totp SET last_used_step = $3
          WHERE tenant_id = $1 AND user_id = $2 AND last_used_step < $3",
     )
@@ -171,13 +172,13 @@ pub async fn replace_recovery_codes<H: AsRef<[u8]>>(
     }
     let tenant = tx.tenant_text();
     let now = tx.now();
-    sqlx::query("DELETE FROM mfa_recovery_codes WHERE tenant_id = $1 AND user_id = $2")
+    sql::query("DELETE FROM mfa_recovery_codes WHERE tenant_id = $1 AND user_id = $2")
         .bind(&tenant)
         .bind(user.to_string())
         .execute(tx.conn())
         .await?;
     for h in hashes {
-        sqlx::query(
+        sql::query(
             "INSERT INTO mfa_recovery_codes (tenant_id, user_id, code_hash, created_at, used_at)
              VALUES ($1, $2, $3, $4, NULL)",
         )
@@ -199,7 +200,7 @@ pub async fn replace_recovery_codes<H: AsRef<[u8]>>(
 pub async fn use_recovery_code(tx: &mut TenantTx, user: UserId, hash: &[u8]) -> StoreResult<bool> {
     let tenant = tx.tenant_text();
     let now = tx.now();
-    let done = sqlx::query(
+    let done = sql::query(
         "UPDATE mfa_recovery_codes SET used_at = $4
          WHERE tenant_id = $1 AND user_id = $2 AND code_hash = $3 AND used_at IS NULL",
     )
@@ -218,14 +219,14 @@ pub async fn use_recovery_code(tx: &mut TenantTx, user: UserId, hash: &[u8]) -> 
 /// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
 pub async fn recovery_codes_left(tx: &mut TenantTx, user: UserId) -> StoreResult<i64> {
     let tenant = tx.tenant_text();
-    Ok(sqlx::query_scalar(
+    sql::query(
         "SELECT COUNT(*) FROM mfa_recovery_codes
          WHERE tenant_id = $1 AND user_id = $2 AND used_at IS NULL",
     )
     .bind(tenant)
     .bind(user.to_string())
-    .fetch_one(tx.conn())
-    .await?)
+    .scalar(tx.conn())
+    .await
 }
 
 /// Removes the user's TOTP secret, recovery codes and pending challenges (an operator
@@ -240,7 +241,7 @@ pub async fn reset_mfa(tx: &mut TenantTx, user: UserId) -> StoreResult<()> {
         "DELETE FROM mfa_recovery_codes WHERE tenant_id = $1 AND user_id = $2",
         "DELETE FROM mfa_challenges WHERE tenant_id = $1 AND user_id = $2",
     ] {
-        sqlx::query(sql)
+        sql::query(sql)
             .bind(&tenant)
             .bind(user.to_string())
             .execute(tx.conn())
@@ -287,7 +288,7 @@ pub async fn create_challenge(
         });
     }
     let tenant = tx.tenant_text();
-    sqlx::query(
+    sql::query(
         "INSERT INTO mfa_challenges (tenant_id, token_hash, user_id, kind, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -315,7 +316,7 @@ pub async fn take_challenge(
 ) -> StoreResult<Option<Challenge>> {
     let tenant = tx.tenant_text();
     let now = tx.now();
-    let row = sqlx::query(
+    let row = sql::query(
         "UPDATE mfa_challenges SET used_at = $4
          WHERE tenant_id = $1 AND token_hash = $2 AND kind = $3
            AND used_at IS NULL AND expires_at > $4

@@ -3,12 +3,11 @@
 
 use bastion_types::{Record, RecordId, UserId};
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Sqlite};
 
 use crate::TenantTx;
-use crate::db::{col, parse_id};
+use crate::db::parse_id;
 use crate::error::{StoreError, StoreResult};
+use crate::sql::{self, col};
 
 /// Largest page any list returns.
 pub const PAGE_SIZE_MAX: u32 = 100;
@@ -158,7 +157,7 @@ fn check_refs(data: &Value, refs: &[FieldRef]) -> StoreResult<()> {
 const RECORD_COLUMNS: &str =
     "r.id, r.entity, r.owner_id, r.data, r.version, r.created_at, r.updated_at";
 
-fn record_from_row(row: &SqliteRow) -> StoreResult<Record> {
+fn record_from_row(row: &crate::sql::Row) -> StoreResult<Record> {
     let data: String = col(row, "data")?;
     Ok(Record {
         id: parse_id(&col::<String>(row, "id")?)?,
@@ -177,7 +176,7 @@ async fn write_refs(tx: &mut TenantTx, record: RecordId, refs: &[FieldRef]) -> S
     for r in refs {
         match &r.target {
             RefTarget::User(user) => {
-                sqlx::query(
+                sql::query(
                     "INSERT INTO record_refs (tenant_id, record_id, field, user_id)
                      VALUES ($1, $2, $3, $4)",
                 )
@@ -189,7 +188,7 @@ async fn write_refs(tx: &mut TenantTx, record: RecordId, refs: &[FieldRef]) -> S
                 .await?;
             }
             RefTarget::Record { entity, id } => {
-                sqlx::query(
+                sql::query(
                     "INSERT INTO record_parents (tenant_id, record_id, field, parent_entity, parent_id)
                      VALUES ($1, $2, $3, $4, $5)",
                 )
@@ -225,7 +224,7 @@ pub async fn insert_record(
     let id = RecordId::new_random();
     let now = tx.now();
     let tenant = tx.tenant_text();
-    sqlx::query(
+    sql::query(
         "INSERT INTO records (tenant_id, id, entity, owner_id, data, version, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, 1, $6, $6)",
     )
@@ -261,9 +260,9 @@ pub async fn get_record(
 ) -> StoreResult<Option<Record>> {
     check_name(entity)?;
     let tenant = tx.tenant_text();
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let row = sql::query(format!(
         "SELECT {RECORD_COLUMNS} FROM records r WHERE r.tenant_id = $1 AND r.entity = $2 AND r.id = $3"
-    )))
+    ))
     .bind(tenant)
     .bind(entity)
     .bind(id.to_string())
@@ -289,7 +288,7 @@ fn check_filter(filter: &ListFilter, depth: usize, nodes: &mut usize) -> StoreRe
 }
 
 /// Appends `filter` as a boolean SQL expression over the row alias `r`, values bound.
-fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &ListFilter) {
+fn push_filter(qb: &mut sql::Builder, filter: &ListFilter) {
     match filter {
         ListFilter::All => {
             qb.push("1 = 1");
@@ -328,13 +327,8 @@ fn push_filter(qb: &mut QueryBuilder<Sqlite>, filter: &ListFilter) {
     }
 }
 
-fn scoped_query(
-    head: &str,
-    tenant: String,
-    entity: &str,
-    filter: &ListFilter,
-) -> QueryBuilder<Sqlite> {
-    let mut qb = QueryBuilder::new(head);
+fn scoped_query(head: &str, tenant: String, entity: &str, filter: &ListFilter) -> sql::Builder {
+    let mut qb = sql::Builder::new(head);
     qb.push(" FROM records r WHERE r.tenant_id = ")
         .push_bind(tenant)
         .push(" AND r.entity = ")
@@ -380,8 +374,8 @@ pub async fn list_records(
         .map(record_from_row)
         .collect::<StoreResult<Vec<_>>>()?;
 
-    let mut count_q = scoped_query("SELECT COUNT(*)", tenant, entity, filter);
-    let total: i64 = count_q.build_query_scalar().fetch_one(tx.conn()).await?;
+    let count_q = scoped_query("SELECT COUNT(*)", tenant, entity, filter);
+    let total: i64 = count_q.build().scalar(tx.conn()).await?;
     let total = u64::try_from(total).map_err(|_| StoreError::internal("negative count"))?;
     Ok((records, total))
 }
@@ -406,7 +400,7 @@ pub async fn update_record(
     check_refs(&data, refs)?;
     let tenant = tx.tenant_text();
     let now = tx.now();
-    let row = sqlx::query(
+    let row = sql::query(
         "UPDATE records SET data = $5, version = version + 1, updated_at = $6
          WHERE tenant_id = $1 AND entity = $2 AND id = $3 AND version = $4
          RETURNING owner_id, version, created_at",
@@ -420,24 +414,24 @@ pub async fn update_record(
     .fetch_optional(tx.conn())
     .await?;
     let Some(row) = row else {
-        let current: Option<i64> = sqlx::query_scalar(
+        let current: Option<i64> = sql::query(
             "SELECT version FROM records WHERE tenant_id = $1 AND entity = $2 AND id = $3",
         )
         .bind(&tenant)
         .bind(entity)
         .bind(id.to_string())
-        .fetch_optional(tx.conn())
+        .scalar_optional(tx.conn())
         .await?;
         return Err(match current {
             Some(current_version) => StoreError::Conflict { current_version },
             None => StoreError::NotFound,
         });
     };
-    for sql in [
+    for stmt in [
         "DELETE FROM record_refs WHERE tenant_id = $1 AND record_id = $2",
         "DELETE FROM record_parents WHERE tenant_id = $1 AND record_id = $2",
     ] {
-        sqlx::query(sql)
+        sql::query(stmt)
             .bind(&tenant)
             .bind(id.to_string())
             .execute(tx.conn())

@@ -10,8 +10,9 @@ use bastion_types::{AuthMethod, UnixTime, UserId};
 use uuid::Uuid;
 
 use crate::TenantTx;
-use crate::db::{col, parse_id};
+use crate::db::parse_id;
 use crate::error::{StoreError, StoreResult};
+use crate::sql::{self, col};
 
 /// Longest accepted token hash, in bytes.
 pub const TOKEN_HASH_LEN_MAX: usize = 64;
@@ -143,7 +144,7 @@ pub async fn create_family(
     }
     let id = FamilyId::new_random();
     let tenant = tx.tenant_text();
-    sqlx::query(
+    sql::query(
         "INSERT INTO refresh_families
             (tenant_id, id, user_id, auth_time, amr, created_at, absolute_expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -176,7 +177,7 @@ pub async fn insert_refresh_token(
     check_hash(token_hash)?;
     let tenant = tx.tenant_text();
     let now = tx.now();
-    let row = sqlx::query(
+    let row = sql::query(
         "SELECT absolute_expires_at, revoked_at FROM refresh_families
          WHERE tenant_id = $1 AND id = $2",
     )
@@ -211,7 +212,7 @@ async fn insert_token(
     expires_at: UnixTime,
     now: UnixTime,
 ) -> StoreResult<()> {
-    sqlx::query(
+    sql::query(
         "INSERT INTO refresh_tokens (tenant_id, token_hash, family_id, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5)",
     )
@@ -248,7 +249,7 @@ pub async fn rotate_refresh_token(
     check_hash(new_hash)?;
     let tenant = tx.tenant_text();
     let now = tx.now();
-    let Some(row) = sqlx::query(
+    let Some(row) = sql::query(
         "SELECT t.family_id, t.expires_at, t.used_at, f.user_id, f.auth_time, f.amr,
                 f.absolute_expires_at, f.revoked_at
          FROM refresh_tokens t
@@ -280,7 +281,7 @@ pub async fn rotate_refresh_token(
     if expires_at <= now || absolute <= now {
         return Ok(RotateOutcome::Expired);
     }
-    let spent = sqlx::query(
+    let spent = sql::query(
         "UPDATE refresh_tokens SET used_at = $3
          WHERE tenant_id = $1 AND token_hash = $2 AND used_at IS NULL",
     )
@@ -331,7 +332,7 @@ pub async fn family_of_token(
 ) -> StoreResult<Option<TokenFamily>> {
     check_hash(token_hash)?;
     let tenant = tx.tenant_text();
-    let Some(row) = sqlx::query(
+    let Some(row) = sql::query(
         "SELECT t.family_id, t.used_at, f.user_id, f.revoked_at
          FROM refresh_tokens t
          JOIN refresh_families f ON f.tenant_id = t.tenant_id AND f.id = t.family_id
@@ -361,7 +362,7 @@ pub async fn revoke_family(tx: &mut TenantTx, family: FamilyId, reason: &str) ->
     check_reason(reason)?;
     let tenant = tx.tenant_text();
     let now = tx.now();
-    let done = sqlx::query(
+    let done = sql::query(
         "UPDATE refresh_families SET revoked_at = $3, revoked_reason = $4
          WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
     )
@@ -387,7 +388,7 @@ pub async fn revoke_user_families(
     check_reason(reason)?;
     let tenant = tx.tenant_text();
     let now = tx.now();
-    let done = sqlx::query(
+    let done = sql::query(
         "UPDATE refresh_families SET revoked_at = $3, revoked_reason = $4
          WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL",
     )
@@ -422,7 +423,7 @@ pub async fn family_active_for(
 ) -> StoreResult<bool> {
     let tenant = tx.tenant_text();
     let now = tx.now();
-    let n: i64 = sqlx::query_scalar(
+    let n: i64 = sql::query(
         "SELECT COUNT(*) FROM refresh_families
          WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL AND absolute_expires_at > $3
            AND ($4 IS NULL OR user_id = $4)",
@@ -431,7 +432,7 @@ pub async fn family_active_for(
     .bind(family.to_string())
     .bind(now)
     .bind(user.map(|u| u.to_string()))
-    .fetch_one(tx.conn())
+    .scalar(tx.conn())
     .await?;
     Ok(n == 1)
 }

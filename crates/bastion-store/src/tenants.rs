@@ -1,11 +1,11 @@
 //! Tenants: the unit of isolation. System table, used through [`SystemTx`].
 
 use bastion_types::{Slug, TenantId, UnixTime};
-use sqlx::sqlite::SqliteRow;
 
 use crate::SystemTx;
-use crate::db::{col, parse_id};
+use crate::db::parse_id;
 use crate::error::{StoreError, StoreResult};
+use crate::sql::{self, col};
 
 /// Longest accepted region name, in bytes.
 pub const REGION_LEN_MAX: usize = 32;
@@ -25,7 +25,7 @@ pub struct Tenant {
     pub created_at: UnixTime,
 }
 
-fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
+fn tenant_from_row(row: &crate::sql::Row) -> StoreResult<Tenant> {
     let slug: String = col(row, "slug")?;
     Ok(Tenant {
         id: parse_id(&col::<String>(row, "id")?)?,
@@ -48,7 +48,7 @@ pub async fn create_tenant(tx: &mut SystemTx, slug: &Slug, region: &str) -> Stor
     }
     let id = TenantId::new_random();
     let now = tx.now();
-    sqlx::query("INSERT INTO tenants (id, slug, region, created_at) VALUES ($1, $2, $3, $4)")
+    sql::query("INSERT INTO tenants (id, slug, region, created_at) VALUES ($1, $2, $3, $4)")
         .bind(id.to_string())
         .bind(slug.as_str())
         .bind(region)
@@ -63,7 +63,7 @@ pub async fn create_tenant(tx: &mut SystemTx, slug: &Slug, region: &str) -> Stor
 /// # Errors
 /// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
 pub async fn tenant_by_slug(tx: &mut SystemTx, slug: &Slug) -> StoreResult<Option<Tenant>> {
-    let row = sqlx::query("SELECT id, slug, region, created_at FROM tenants WHERE slug = $1")
+    let row = sql::query("SELECT id, slug, region, created_at FROM tenants WHERE slug = $1")
         .bind(slug.as_str())
         .fetch_optional(tx.conn())
         .await?;
@@ -75,7 +75,7 @@ pub async fn tenant_by_slug(tx: &mut SystemTx, slug: &Slug) -> StoreResult<Optio
 /// # Errors
 /// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
 pub async fn tenant_by_id(tx: &mut SystemTx, id: TenantId) -> StoreResult<Option<Tenant>> {
-    let row = sqlx::query("SELECT id, slug, region, created_at FROM tenants WHERE id = $1")
+    let row = sql::query("SELECT id, slug, region, created_at FROM tenants WHERE id = $1")
         .bind(id.to_string())
         .fetch_optional(tx.conn())
         .await?;
@@ -88,7 +88,7 @@ pub async fn tenant_by_id(tx: &mut SystemTx, id: TenantId) -> StoreResult<Option
 /// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
 pub async fn list_tenants(tx: &mut SystemTx) -> StoreResult<Vec<Tenant>> {
     let rows =
-        sqlx::query("SELECT id, slug, region, created_at FROM tenants ORDER BY slug LIMIT $1")
+        sql::query("SELECT id, slug, region, created_at FROM tenants ORDER BY slug LIMIT $1")
             .bind(TENANTS_LIST_MAX)
             .fetch_all(tx.conn())
             .await?;

@@ -6,6 +6,7 @@
 
 use crate::SystemTx;
 use crate::error::{StoreError, StoreResult};
+use crate::sql;
 
 /// Longest accepted key, in bytes. Keys are namespaced by the caller, e.g.
 /// `login:<tenant-id>:<username>`; hash them if they would carry personal data.
@@ -35,7 +36,7 @@ fn check(key: &str, window_secs: i64) -> StoreResult<()> {
 pub async fn throttle_hit(tx: &mut SystemTx, key: &str, window_secs: i64) -> StoreResult<i64> {
     check(key, window_secs)?;
     let now = tx.now();
-    Ok(sqlx::query_scalar(
+    sql::query(
         "INSERT INTO throttles (throttle_key, window_start, hits) VALUES ($1, $2, 1)
          ON CONFLICT (throttle_key) DO UPDATE SET
             hits = CASE WHEN throttles.window_start + $3 <= $2 THEN 1 ELSE throttles.hits + 1 END,
@@ -46,8 +47,8 @@ pub async fn throttle_hit(tx: &mut SystemTx, key: &str, window_secs: i64) -> Sto
     .bind(key)
     .bind(now)
     .bind(window_secs)
-    .fetch_one(tx.conn())
-    .await?)
+    .scalar(tx.conn())
+    .await
 }
 
 /// The hits on `key` in its current window (0 when none or the window has closed).
@@ -57,14 +58,13 @@ pub async fn throttle_hit(tx: &mut SystemTx, key: &str, window_secs: i64) -> Sto
 pub async fn throttle_count(tx: &mut SystemTx, key: &str, window_secs: i64) -> StoreResult<i64> {
     check(key, window_secs)?;
     let now = tx.now();
-    let hits: Option<i64> = sqlx::query_scalar(
-        "SELECT hits FROM throttles WHERE throttle_key = $1 AND window_start + $2 > $3",
-    )
-    .bind(key)
-    .bind(window_secs)
-    .bind(now)
-    .fetch_optional(tx.conn())
-    .await?;
+    let hits: Option<i64> =
+        sql::query("SELECT hits FROM throttles WHERE throttle_key = $1 AND window_start + $2 > $3")
+            .bind(key)
+            .bind(window_secs)
+            .bind(now)
+            .scalar_optional(tx.conn())
+            .await?;
     Ok(hits.unwrap_or(0))
 }
 
@@ -74,7 +74,7 @@ pub async fn throttle_count(tx: &mut SystemTx, key: &str, window_secs: i64) -> S
 /// [`StoreError::Invalid`] for a bad key.
 pub async fn throttle_clear(tx: &mut SystemTx, key: &str) -> StoreResult<()> {
     check(key, 1)?;
-    sqlx::query("DELETE FROM throttles WHERE throttle_key = $1")
+    sql::query("DELETE FROM throttles WHERE throttle_key = $1")
         .bind(key)
         .execute(tx.conn())
         .await?;

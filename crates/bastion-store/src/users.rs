@@ -1,10 +1,10 @@
 //! User accounts of a tenant.
 
 use bastion_types::{Slug, UnixTime, UserId};
-use sqlx::sqlite::SqliteRow;
 
-use crate::db::{col, parse_id};
+use crate::db::parse_id;
 use crate::error::{StoreError, StoreResult};
+use crate::sql::{self, col};
 use crate::{Page, TenantTx};
 
 /// Longest accepted password hash (a PHC string such as Argon2id's), in bytes.
@@ -76,7 +76,7 @@ impl std::fmt::Debug for User {
 const USER_COLUMNS: &str =
     "id, username, password_hash, roles, is_demo, disabled, session_epoch, created_at";
 
-fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+fn user_from_row(row: &crate::sql::Row) -> StoreResult<User> {
     let username: String = col(row, "username")?;
     let roles: String = col(row, "roles")?;
     Ok(User {
@@ -130,7 +130,7 @@ pub async fn create_user(tx: &mut TenantTx, new: NewUser) -> StoreResult<User> {
     let id = UserId::new_random();
     let now = tx.now();
     let tenant = tx.tenant_text();
-    sqlx::query(
+    sql::query(
         "INSERT INTO users (tenant_id, id, username, password_hash, roles, is_demo, disabled,
                             session_epoch, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, FALSE, 0, $7, $7)",
@@ -162,9 +162,9 @@ pub async fn create_user(tx: &mut TenantTx, new: NewUser) -> StoreResult<User> {
 /// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
 pub async fn user_by_username(tx: &mut TenantTx, username: &Slug) -> StoreResult<Option<User>> {
     let tenant = tx.tenant_text();
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let row = sql::query(format!(
         "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND username = $2"
-    )))
+    ))
     .bind(tenant)
     .bind(username.as_str())
     .fetch_optional(tx.conn())
@@ -178,9 +178,9 @@ pub async fn user_by_username(tx: &mut TenantTx, username: &Slug) -> StoreResult
 /// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
 pub async fn user_by_id(tx: &mut TenantTx, id: UserId) -> StoreResult<Option<User>> {
     let tenant = tx.tenant_text();
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let row = sql::query(format!(
         "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"
-    )))
+    ))
     .bind(tenant)
     .bind(id.to_string())
     .fetch_optional(tx.conn())
@@ -195,9 +195,9 @@ pub async fn user_by_id(tx: &mut TenantTx, id: UserId) -> StoreResult<Option<Use
 pub async fn list_users(tx: &mut TenantTx, page: Page) -> StoreResult<Vec<User>> {
     page.check()?;
     let tenant = tx.tenant_text();
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let rows = sql::query(format!(
         "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY username LIMIT $2 OFFSET $3"
-    )))
+    ))
     .bind(tenant)
     .bind(i64::from(page.limit))
     .bind(i64::from(page.offset))
@@ -206,7 +206,7 @@ pub async fn list_users(tx: &mut TenantTx, page: Page) -> StoreResult<Vec<User>>
     rows.iter().map(user_from_row).collect()
 }
 
-fn one_row(done: &sqlx::sqlite::SqliteQueryResult) -> StoreResult<()> {
+fn one_row(done: &sql::Done) -> StoreResult<()> {
     if done.rows_affected() == 1 {
         Ok(())
     } else {
@@ -223,15 +223,14 @@ pub async fn set_roles(tx: &mut TenantTx, id: UserId, roles: &[Slug]) -> StoreRe
     let roles = encode_roles(roles)?;
     let tenant = tx.tenant_text();
     let now = tx.now();
-    let done = sqlx::query(
-        "UPDATE users SET roles = $4, updated_at = $3 WHERE tenant_id = $1 AND id = $2",
-    )
-    .bind(tenant)
-    .bind(id.to_string())
-    .bind(now)
-    .bind(roles)
-    .execute(tx.conn())
-    .await?;
+    let done =
+        sql::query("UPDATE users SET roles = $4, updated_at = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id.to_string())
+            .bind(now)
+            .bind(roles)
+            .execute(tx.conn())
+            .await?;
     one_row(&done)
 }
 
@@ -242,7 +241,7 @@ pub async fn set_roles(tx: &mut TenantTx, id: UserId, roles: &[Slug]) -> StoreRe
 pub async fn set_disabled(tx: &mut TenantTx, id: UserId, disabled: bool) -> StoreResult<()> {
     let tenant = tx.tenant_text();
     let now = tx.now();
-    let done = sqlx::query(
+    let done = sql::query(
         "UPDATE users SET disabled = $4, updated_at = $3 WHERE tenant_id = $1 AND id = $2",
     )
     .bind(tenant)
@@ -263,7 +262,7 @@ pub async fn set_password_hash(tx: &mut TenantTx, id: UserId, hash: &str) -> Sto
     check_hash(hash)?;
     let tenant = tx.tenant_text();
     let now = tx.now();
-    let done = sqlx::query(
+    let done = sql::query(
         "UPDATE users SET password_hash = $4, updated_at = $3 WHERE tenant_id = $1 AND id = $2",
     )
     .bind(tenant)
@@ -283,27 +282,41 @@ pub async fn set_password_hash(tx: &mut TenantTx, id: UserId, hash: &str) -> Sto
 pub async fn bump_session_epoch(tx: &mut TenantTx, id: UserId) -> StoreResult<i64> {
     let tenant = tx.tenant_text();
     let now = tx.now();
-    let epoch: Option<i64> = sqlx::query_scalar(
+    let epoch: Option<i64> = sql::query(
         "UPDATE users SET session_epoch = session_epoch + 1, updated_at = $3
          WHERE tenant_id = $1 AND id = $2 RETURNING session_epoch",
     )
     .bind(tenant)
     .bind(id.to_string())
     .bind(now)
-    .fetch_optional(tx.conn())
+    .scalar_optional(tx.conn())
     .await?;
     epoch.ok_or(StoreError::NotFound)
 }
 
 /// How many demo users exist across all tenants (a count only, no rows). Production
-/// profiles refuse to start while this is not zero.
+/// profiles refuse to start when it is not zero. Counted tenant by tenant, each in its own
+/// [`TenantTx`], so the count holds under row-level security (on PostgreSQL a system
+/// transaction sees no tenant's users). Covers the first
+/// [`crate::tenants::TENANTS_LIST_MAX`] tenants by slug.
 ///
 /// # Errors
 /// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the database.
-pub async fn demo_user_count(tx: &mut crate::SystemTx) -> StoreResult<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE is_demo = TRUE")
-            .fetch_one(tx.conn())
-            .await?,
-    )
+pub async fn demo_user_count(store: &crate::Store) -> StoreResult<i64> {
+    let mut sys = store.system().await?;
+    let tenants = crate::tenants::list_tenants(&mut sys).await?;
+    sys.rollback().await?;
+    let mut total = 0;
+    for t in tenants {
+        let mut tx = store.begin(crate::TenantScope::pre_auth(t.id)).await?;
+        let tenant = tx.tenant_text();
+        let n: i64 =
+            sql::query("SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND is_demo = TRUE")
+                .bind(tenant)
+                .scalar(tx.conn())
+                .await?;
+        tx.rollback().await?;
+        total += n;
+    }
+    Ok(total)
 }

@@ -107,7 +107,7 @@ async fn chain_verifies_after_appends_and_rolled_back_appends_leave_no_trace() {
 
 #[tokio::test]
 async fn the_audit_table_refuses_update_and_delete() {
-    let env = Env::new().await;
+    let env = Env::sqlite().await;
     append_n(&env, 2).await;
     let mut raw = env.raw().await;
     for sql in [
@@ -132,7 +132,7 @@ async fn tampered_chain(env: &Env) -> bastion_store::audit::AuditChain {
 
 #[tokio::test]
 async fn a_byte_flipped_with_raw_sql_is_found_at_its_position() {
-    let env = Env::new().await;
+    let env = Env::sqlite().await;
     append_n(&env, 5).await;
     let mut raw = env.raw().await;
     sqlx::raw_sql("DROP TRIGGER audit_log_no_update")
@@ -177,7 +177,7 @@ async fn a_byte_flipped_with_raw_sql_is_found_at_its_position() {
 
 #[tokio::test]
 async fn deleting_a_record_or_the_tail_is_found() {
-    let env = Env::new().await;
+    let env = Env::sqlite().await;
     append_n(&env, 5).await;
     let mut raw = env.raw().await;
     sqlx::raw_sql("DROP TRIGGER audit_log_no_delete")
@@ -203,7 +203,7 @@ async fn deleting_a_record_or_the_tail_is_found() {
 
 #[tokio::test]
 async fn an_append_on_a_read_only_database_fails() {
-    let env = Env::new().await;
+    let env = Env::sqlite().await;
     append_n(&env, 2).await;
     env.store.close().await;
 
@@ -234,7 +234,7 @@ async fn an_append_on_a_read_only_database_fails() {
 
 #[tokio::test]
 async fn two_records_swapped_with_raw_sql_are_found() {
-    let env = Env::new().await;
+    let env = Env::sqlite().await;
     append_n(&env, 5).await;
     let mut raw = env.raw().await;
     sqlx::raw_sql("DROP TRIGGER audit_log_no_update")

@@ -20,11 +20,15 @@ async fn users_are_invisible_and_untouchable_across_tenants() {
     let sam_b = users::create_user(&mut tx, new_user("sam", &["finance"]))
         .await
         .unwrap();
+    tx.commit().await.unwrap();
+    // A refused statement ends its transaction's usefulness (PostgreSQL aborts it), so each
+    // refusal below runs in a transaction of its own.
+    let mut tx = env.tx_b().await;
     assert!(matches!(
         users::create_user(&mut tx, new_user("sam", &[])).await,
         Err(StoreError::Duplicate)
     ));
-    tx.commit().await.unwrap();
+    drop(tx);
 
     let mut tx = env.tx_a().await;
     assert_eq!(users::user_by_id(&mut tx, env.bob.id).await.unwrap(), None);
@@ -102,15 +106,21 @@ async fn mfa_rows_are_invisible_and_untouchable_across_tenants() {
             .unwrap(),
         None
     );
+    tx.commit().await.unwrap();
     // Writing MFA state for a user of another tenant is refused by the foreign key.
+    let mut tx = env.tx_a().await;
     assert!(matches!(
         mfa::set_totp_secret(&mut tx, env.bob.id, b"attacker-secret", true).await,
         Err(StoreError::Invalid { .. })
     ));
+    drop(tx);
+    let mut tx = env.tx_a().await;
     assert!(matches!(
         mfa::create_challenge(&mut tx, env.bob.id, "mfa", b"challenge-x", T0 + 60).await,
         Err(StoreError::Invalid { .. })
     ));
+    drop(tx);
+    let mut tx = env.tx_a().await;
     mfa::reset_mfa(&mut tx, env.bob.id).await.unwrap();
     tx.commit().await.unwrap();
 
@@ -173,11 +183,14 @@ async fn refresh_families_are_invisible_and_untouchable_across_tenants() {
         refresh::insert_refresh_token(&mut tx, fam, b"rt-a-2", T0 + 600).await,
         Err(StoreError::NotFound)
     ));
+    tx.commit().await.unwrap();
+    // Refused by the foreign key: the statement fails, and so would this transaction's commit.
+    let mut tx = env.tx_a().await;
     assert!(matches!(
         refresh::create_family(&mut tx, env.bob.id, T0, &[], T0 + 60).await,
         Err(StoreError::Invalid { .. })
     ));
-    tx.commit().await.unwrap();
+    assert!(tx.commit().await.is_err() == (env.pg.is_some()));
 
     let mut tx = env.tx_b().await;
     assert!(refresh::family_active(&mut tx, fam).await.unwrap());
@@ -238,11 +251,15 @@ async fn records_are_invisible_and_untouchable_across_tenants() {
         .await,
         Err(StoreError::NotFound)
     ));
+    tx.commit().await.unwrap();
     // A's records cannot be owned by, or point at, B's users (composite foreign keys).
+    let mut tx = env.tx_a().await;
     assert!(matches!(
         records::insert_record(&mut tx, "quote", env.bob.id, json!({}), &[]).await,
         Err(StoreError::Invalid { .. })
     ));
+    drop(tx);
+    let mut tx = env.tx_a().await;
     let data = json!({"seller": env.bob.id.to_string()});
     let refs = [FieldRef {
         field: "seller".into(),
@@ -252,7 +269,7 @@ async fn records_are_invisible_and_untouchable_across_tenants() {
         records::insert_record(&mut tx, "quote", env.alice.id, data, &refs).await,
         Err(StoreError::Invalid { .. })
     ));
-    tx.commit().await.unwrap();
+    drop(tx);
 
     let mut tx = env.tx_b().await;
     let still = records::get_record(&mut tx, "quote", secret_quote.id)

@@ -8,6 +8,7 @@
 mod audit;
 mod isolation;
 mod mfa;
+mod postgres;
 mod records;
 mod refresh;
 mod throttle;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use bastion_store::tenants::{self, Tenant};
 use bastion_store::users::{self, NewUser, User};
-use bastion_store::{Store, TenantScope, TenantTx};
+use bastion_store::{BackendKind, Store, TenantScope, TenantTx};
 use bastion_types::{FixedClock, SharedClock, Slug};
 
 pub const T0: i64 = 1_700_000_000;
@@ -25,7 +26,10 @@ pub const T0: i64 = 1_700_000_000;
 /// A store on a fresh file with two tenants (`acme`, `globex`) and one user in each.
 pub struct Env {
     pub _dir: tempfile::TempDir,
+    /// The SQLite file (unused on PostgreSQL).
     pub path: PathBuf,
+    /// The PostgreSQL schema, when the run is on PostgreSQL.
+    pub pg: Option<bastion_store::testing::PgTestDb>,
     pub store: Store,
     pub clock: FixedClock,
     pub a: Tenant,
@@ -48,12 +52,37 @@ pub fn new_user(name: &str, roles: &[&str]) -> NewUser {
 }
 
 impl Env {
+    /// On the backend `BASTION_TEST_DATABASE` names (SQLite by default).
     pub async fn new() -> Self {
+        Self::on(bastion_store::testing::backend_from_env()).await
+    }
+
+    /// Always on SQLite (tests that open the file directly).
+    pub async fn sqlite() -> Self {
+        Self::on(BackendKind::Sqlite).await
+    }
+
+    /// Always on PostgreSQL, as the non-owner NOBYPASSRLS application role.
+    pub async fn postgres() -> Self {
+        Self::on(BackendKind::Postgres).await
+    }
+
+    pub async fn on(kind: BackendKind) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bastion.db");
         let clock = FixedClock::new(T0);
         let shared: SharedClock = Arc::new(clock.clone());
-        let store = Store::open_sqlite(&path, shared).await.unwrap();
+        let (store, pg) = match kind {
+            BackendKind::Sqlite => (Store::open_sqlite(&path, shared).await.unwrap(), None),
+            BackendKind::Postgres => {
+                let db = bastion_store::testing::PgTestDb::create(&shared)
+                    .await
+                    .unwrap_or_else(|e| {
+                        unreachable!("PostgreSQL on 127.0.0.1:5432 is required by these tests: {e}")
+                    });
+                (db.open(shared).await.unwrap(), Some(db))
+            }
+        };
         let mut sys = store.system().await.unwrap();
         let a_id = tenants::create_tenant(&mut sys, &slug("acme"), "eu")
             .await
@@ -83,6 +112,7 @@ impl Env {
         Self {
             _dir: dir,
             path,
+            pg,
             store,
             clock,
             a,
@@ -118,7 +148,7 @@ impl Env {
 
 #[tokio::test]
 async fn open_is_idempotent_and_memory_store_works() {
-    let env = Env::new().await;
+    let env = Env::sqlite().await;
     env.store.close().await;
     // Re-opening runs no migration twice and keeps the data.
     let shared: SharedClock = Arc::new(env.clock.clone());
@@ -183,18 +213,14 @@ impl Env {
 
 #[tokio::test]
 async fn a_changed_migration_is_refused_and_demo_users_are_counted() {
-    let env = Env::new().await;
-    let mut sys = env.store.system().await.unwrap();
-    assert_eq!(users::demo_user_count(&mut sys).await.unwrap(), 0);
-    drop(sys);
+    let env = Env::sqlite().await;
+    assert_eq!(users::demo_user_count(&env.store).await.unwrap(), 0);
     let mut tx = env.tx_a().await;
     let mut demo = new_user("demo", &["buyer"]);
     demo.is_demo = true;
     users::create_user(&mut tx, demo).await.unwrap();
     tx.commit().await.unwrap();
-    let mut sys = env.store.system().await.unwrap();
-    assert_eq!(users::demo_user_count(&mut sys).await.unwrap(), 1);
-    drop(sys);
+    assert_eq!(users::demo_user_count(&env.store).await.unwrap(), 1);
     env.store.close().await;
 
     let mut raw = env.raw().await;

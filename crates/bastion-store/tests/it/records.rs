@@ -22,7 +22,7 @@ fn parent(id: bastion_types::RecordId) -> (serde_json::Value, [FieldRef; 1]) {
 
 #[tokio::test]
 async fn a_parent_from_another_tenant_is_rejected_by_the_database() {
-    let env = Env::new().await;
+    let env = Env::sqlite().await;
     let mut tx = env.tx_b().await;
     let b_quote = records::insert_record(&mut tx, "quote", env.bob.id, json!({}), &[])
         .await
