@@ -63,7 +63,8 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = FixedClock::new(T0);
         let shared: SharedClock = Arc::new(clock.clone());
-        let store = Store::open_sqlite(&dir.path().join("bastion.db"), shared.clone())
+        // SQLite or PostgreSQL (as the non-owner application role), per BASTION_TEST_DATABASE.
+        let (store, _pg) = bastion_store::testing::open_test_store(dir.path(), shared.clone())
             .await
             .unwrap();
         let keys = Arc::new(KeyRing::load_or_generate(&dir.path().join("keys")).unwrap());

@@ -10,7 +10,7 @@ use bastion_types::SharedClock;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Resp, options, send_to, spawn_app};
+use crate::harness::{Resp, options, send_to, spawn_app, spawn_app_on};
 use crate::records::{create_quote, quote_args};
 
 #[tokio::test]
@@ -132,7 +132,7 @@ async fn tool_call(router: &axum::Router, token: &str, tool: &str, args: &Value)
 
 #[tokio::test]
 async fn u4_read_only_audit_store_refuses_with_503_and_writes_nothing() {
-    let app = spawn_app().await;
+    let app = spawn_app_on(bastion_store::BackendKind::Sqlite, options(false, &[])).await;
     let buyer = app.login("acme", "buyer").await;
     let seller = app.login("acme", "seller").await;
     let _ = create_quote(&app, &buyer, "acme", "seller").await;
@@ -187,11 +187,14 @@ async fn u4_closed_store_answers_503_and_writes_nothing() {
     let r = app.get("/readyz", None).await;
     r.assert_problem(503);
     assert_eq!(app.get("/healthz", None).await.status, StatusCode::OK);
-    // Reopen the file: nothing was written.
+    // Reopen the database: nothing was written.
     let shared: SharedClock = Arc::new(app.clock.clone());
-    let reopened = Store::open_sqlite(&app.dir.path().join("bastion.db"), shared)
-        .await
-        .unwrap();
+    let reopened = match &app.pg {
+        Some(db) => db.open(shared).await.unwrap(),
+        None => Store::open_sqlite(&app.dir.path().join("bastion.db"), shared)
+            .await
+            .unwrap(),
+    };
     let mut tx = reopened
         .begin(bastion_store::TenantScope::pre_auth(app.tenant_id("acme")))
         .await

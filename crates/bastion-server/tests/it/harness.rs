@@ -68,6 +68,8 @@ pub struct SeededUser {
 
 pub struct TestApp {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL schema when the run is on PostgreSQL (`BASTION_TEST_DATABASE`).
+    pub pg: Option<bastion_store::testing::PgTestDb>,
     pub clock: FixedClock,
     pub store: Store,
     pub keys: Arc<KeyRing>,
@@ -93,12 +95,29 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(opts: ServerOptions) -> TestApp {
+    spawn_app_on(bastion_store::testing::backend_from_env(), opts).await
+}
+
+/// On a given backend, whatever `BASTION_TEST_DATABASE` says (tests that open the SQLite
+/// file themselves).
+pub async fn spawn_app_on(kind: bastion_store::BackendKind, opts: ServerOptions) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let clock = FixedClock::new(T0);
     let shared: SharedClock = Arc::new(clock.clone());
-    let store = Store::open_sqlite(&dir.path().join("bastion.db"), Arc::clone(&shared))
-        .await
-        .unwrap();
+    let (store, pg) = match kind {
+        bastion_store::BackendKind::Sqlite => (
+            Store::open_sqlite(&dir.path().join("bastion.db"), Arc::clone(&shared))
+                .await
+                .unwrap(),
+            None,
+        ),
+        bastion_store::BackendKind::Postgres => {
+            let db = bastion_store::testing::PgTestDb::create(&shared)
+                .await
+                .unwrap_or_else(|e| unreachable!("PostgreSQL is required: {e}"));
+            (db.open(Arc::clone(&shared)).await.unwrap(), Some(db))
+        }
+    };
     let spec = Arc::new(AppSpec::load(&app_dir()).unwrap());
     let authz = Arc::new(Authorizer::new(&spec).unwrap());
     let keys = Arc::new(KeyRing::ephemeral().unwrap());
@@ -157,6 +176,7 @@ pub async fn spawn_app_with(opts: ServerOptions) -> TestApp {
     }
     TestApp {
         dir,
+        pg,
         clock,
         store,
         keys,
