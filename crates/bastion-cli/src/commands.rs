@@ -17,7 +17,7 @@ pub struct DbArgs {
     /// Data directory of a `bastion demo` or `bastion serve` instance (uses DIR/bastion.db).
     #[arg(long, global = true, default_value = "./bastion-data")]
     pub data: PathBuf,
-    /// Database URL (`sqlite://PATH`); overrides --data.
+    /// Database URL (`sqlite://PATH`, or `postgres://APP_ROLE@HOST/DB`); overrides --data.
     #[arg(long, global = true)]
     pub database_url: Option<String>,
     /// The instance's secret key file, which encrypts TOTP secrets at rest: the
@@ -103,24 +103,76 @@ pub enum AuditCmd {
     },
 }
 
-/// `bastion check APP_DIR`: manifest, schemas and Cedar strict validation.
-pub fn check(dir: &Path) -> anyhow::Result<ExitCode> {
-    let mut findings = match AppSpec::load(dir) {
-        Ok(app) => bastion_authz::check(&app),
-        Err(f) => f,
-    };
-    findings.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+/// `bastion check [APP_DIR] [--database-url URL]`: manifest, schemas and Cedar strict
+/// validation of the app; and, with a PostgreSQL URL, the same isolation self-check
+/// `bastion serve` runs at start (connect with the application role's URL). Exit 1 when
+/// anything is found.
+pub async fn check(dir: Option<&Path>, database_url: Option<&str>) -> anyhow::Result<ExitCode> {
+    if dir.is_none() && database_url.is_none() {
+        bail!("nothing to check: give an app folder, --database-url, or both");
+    }
     let mut out = std::io::stdout().lock();
-    for f in &findings {
-        writeln!(out, "{f}")?;
+    let mut bad = 0usize;
+    if let Some(dir) = dir {
+        let mut findings = match AppSpec::load(dir) {
+            Ok(app) => bastion_authz::check(&app),
+            Err(f) => f,
+        };
+        findings.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        for f in &findings {
+            writeln!(out, "{f}")?;
+        }
+        if findings.is_empty() {
+            writeln!(out, "ok: {} is valid", dir.display())?;
+        } else {
+            writeln!(out, "{} finding(s)", findings.len())?;
+        }
+        bad += findings.len();
     }
-    if findings.is_empty() {
-        writeln!(out, "ok: {} is valid", dir.display())?;
-        Ok(ExitCode::SUCCESS)
+    if let Some(url) = database_url {
+        if !bastion_server::config::is_postgres_url(url) {
+            bail!(
+                "--database-url: the isolation check is for PostgreSQL (postgres://APP_ROLE@HOST/DB)"
+            );
+        }
+        match bastion_store::Store::open_postgres(url, runtime::clock()).await {
+            Ok(store) => {
+                store.close().await;
+                writeln!(
+                    out,
+                    "ok: the database enforces tenant isolation for this role (row-level security on every tenant table)"
+                )?;
+            }
+            Err(bastion_store::StoreError::Unsafe { findings }) => {
+                for f in &findings {
+                    writeln!(out, "isolation: {f}")?;
+                }
+                writeln!(out, "{} isolation finding(s)", findings.len())?;
+                bad += findings.len();
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot reach the database")),
+        }
+    }
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
     } else {
-        writeln!(out, "{} finding(s)", findings.len())?;
-        Ok(ExitCode::from(1))
+        ExitCode::from(1)
+    })
+}
+
+/// `bastion migrate --database-url OWNER_URL --app-role ROLE` (PostgreSQL).
+pub async fn migrate(owner_url: &str, app_role: &str) -> anyhow::Result<ExitCode> {
+    if !bastion_server::config::is_postgres_url(owner_url) {
+        bail!("bastion migrate is for PostgreSQL; SQLite databases migrate when opened");
     }
+    let clock = runtime::clock();
+    runtime::migrate_postgres(owner_url, app_role, &clock).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "ok: schema migrated; role {app_role} granted row privileges only"
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The identity service over the database, for operator commands. Tokens are never issued
@@ -244,11 +296,15 @@ pub async fn users(db: &DbArgs, cmd: UsersCmd) -> anyhow::Result<ExitCode> {
 /// `bastion audit verify`.
 pub async fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
     let AuditCmd::Verify { db } = cmd;
-    let path = db.url();
-    let path = path.strip_prefix("sqlite://").unwrap_or(&path);
-    let store = bastion_store::Store::open_sqlite_read_only(Path::new(path), runtime::clock())
-        .await
-        .context("cannot open the database read-only")?;
+    let url = db.url();
+    let store = if bastion_server::config::is_postgres_url(&url) {
+        runtime::open_store(&url, runtime::clock()).await?
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(&url);
+        bastion_store::Store::open_sqlite_read_only(Path::new(path), runtime::clock())
+            .await
+            .context("cannot open the database read-only")?
+    };
     let mut chains = Vec::new();
     {
         let mut sys = store.system().await?;

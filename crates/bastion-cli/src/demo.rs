@@ -96,8 +96,38 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     restrict(path, 0o600)
 }
 
+/// `bastion demo --database-url URL`: PostgreSQL instead of the data dir's SQLite file.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    /// A role that may create the schema and roles (the owner / migrator).
+    pub url: String,
+    /// The application role the demo serves as.
+    pub app_role: String,
+}
+
+impl Postgres {
+    /// Migrates as the owner, ensures the application role, and returns the URL the demo
+    /// serves with: the same server, database and options, as the application role.
+    async fn prepare(&self, clock: &bastion_types::SharedClock) -> anyhow::Result<String> {
+        bastion_store::Store::create_login_role_if_missing(&self.url, &self.app_role)
+            .await
+            .context("cannot create the application role")?;
+        runtime::migrate_postgres(&self.url, &self.app_role, clock).await?;
+        let mut app = url::Url::parse(&self.url).context("--database-url is not a valid URL")?;
+        app.set_username(&self.app_role)
+            .and_then(|()| app.set_password(None))
+            .map_err(|()| anyhow::anyhow!("--database-url cannot carry a user name"))?;
+        Ok(app.to_string())
+    }
+}
+
 /// Runs the demo until Ctrl-C.
-pub async fn run(data: &Path, listen_addr: &str, app: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    data: &Path,
+    listen_addr: &str,
+    app: Option<&Path>,
+    pg: Option<Postgres>,
+) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     restrict(data, 0o700)?;
     let app_dir = app_dir(app)?;
@@ -113,11 +143,11 @@ pub async fn run(data: &Path, listen_addr: &str, app: Option<&Path>) -> anyhow::
     let (field_secret, secret_created) =
         runtime::load_or_create_secret_file(&data.join("secret.key"))?;
     let clock = runtime::clock();
-    let store = runtime::open_store(
-        &format!("sqlite://{}", data.join("bastion.db").display()),
-        Arc::clone(&clock),
-    )
-    .await?;
+    let db_url = match &pg {
+        Some(pg) => pg.prepare(&clock).await?,
+        None => format!("sqlite://{}", data.join("bastion.db").display()),
+    };
+    let store = runtime::open_store(&db_url, Arc::clone(&clock)).await?;
     let options = ServerOptions {
         tls: false,
         cors_allowed_origins: Vec::new(),

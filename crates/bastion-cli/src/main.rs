@@ -1,6 +1,6 @@
 //! The `bastion` binary: a thin shell over the library crates.
 //!
-//! Commands: `demo`, `serve`, `check`, `tenants`, `users`, `audit verify`. Each returns an
+//! Commands: `demo`, `serve`, `check`, `migrate`, `tenants`, `users`, `audit verify`. Each returns an
 //! `anyhow::Result`; the exit code is 0 on success, 1 on findings or refusal, 2 on usage
 //! errors (clap).
 
@@ -35,6 +35,14 @@ enum Command {
         /// App directory (default: examples/vendor-quote, or the copy built into the binary).
         #[arg(long)]
         app: Option<PathBuf>,
+        /// Use PostgreSQL instead of DIR/bastion.db: the URL of a role that may create the
+        /// schema and roles (e.g. `postgres://postgres@127.0.0.1/test`). The demo migrates as
+        /// that role, creates the login role --app-role if missing, and serves as it.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// The application role the demo connects as on PostgreSQL.
+        #[arg(long, default_value = "bastion_app")]
+        app_role: String,
     },
     /// Production entry point: refuses to start on an unsafe config.
     Serve {
@@ -42,10 +50,23 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Validate an app: manifest, schemas and Cedar policies. Exit 1 with findings.
+    /// Validate an app (manifest, schemas, Cedar policies) and/or a PostgreSQL database's
+    /// tenant isolation. Exit 1 with findings.
     Check {
         /// Folder holding app.toml.
-        app_dir: PathBuf,
+        app_dir: Option<PathBuf>,
+        /// PostgreSQL URL of the application role: run the isolation self-check.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Apply the PostgreSQL schema as the owner role and grant the application role.
+    Migrate {
+        /// URL of the owner (migrator) role.
+        #[arg(long)]
+        database_url: String,
+        /// The application role to grant row privileges to (it must already exist).
+        #[arg(long)]
+        app_role: String,
     },
     /// Manage tenants.
     Tenants {
@@ -83,9 +104,25 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Demo { data, listen, app } => demo::run(&data, &listen, app.as_deref()).await,
+            Command::Demo {
+                data,
+                listen,
+                app,
+                database_url,
+                app_role,
+            } => {
+                let pg = database_url.map(|url| demo::Postgres { url, app_role });
+                demo::run(&data, &listen, app.as_deref(), pg).await
+            }
             Command::Serve { config } => runtime::serve(&config).await,
-            Command::Check { app_dir } => commands::check(&app_dir),
+            Command::Check {
+                app_dir,
+                database_url,
+            } => commands::check(app_dir.as_deref(), database_url.as_deref()).await,
+            Command::Migrate {
+                database_url,
+                app_role,
+            } => commands::migrate(&database_url, &app_role).await,
             Command::Tenants { db, cmd } => commands::tenants(&db, cmd).await,
             Command::Users { db, cmd } => commands::users(&db, cmd).await,
             Command::Audit { cmd } => commands::audit(cmd).await,

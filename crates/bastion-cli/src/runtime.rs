@@ -10,7 +10,7 @@ use bastion_app::AppSpec;
 use bastion_authz::Authorizer;
 use bastion_crypto::KeyRing;
 use bastion_identity::{IdentityConfig, IdentityService};
-use bastion_server::config::{Config, Profile};
+use bastion_server::config::{Config, Profile, is_postgres_url};
 use bastion_server::listen::{self, ConnLimits};
 use bastion_server::{AppState, ServerOptions};
 use bastion_store::Store;
@@ -35,15 +35,54 @@ pub fn clock() -> SharedClock {
     Arc::new(SystemClock)
 }
 
-/// Opens the SQLite store at `url` (`sqlite://PATH` or a plain path).
+/// Opens the store at `url`: `sqlite://PATH` (or a plain path), or `postgres://…` as the
+/// application role — which refuses to start, listing every finding, unless the database
+/// enforces tenant isolation (see `Store::open_postgres`).
 pub async fn open_store(url: &str, clock: SharedClock) -> anyhow::Result<Store> {
-    let path = url.strip_prefix("sqlite://").unwrap_or(url);
-    if url.starts_with("postgres") {
-        bail!("PostgreSQL is not supported by this build yet; use sqlite://PATH");
+    if is_postgres_url(url) {
+        return Store::open_postgres(url, clock)
+            .await
+            .map_err(explain_store_error)
+            .context("cannot open the PostgreSQL database");
     }
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
     Store::open_sqlite(Path::new(path), clock)
         .await
         .context("cannot open the database")
+}
+
+/// Prints isolation findings one per line (they are the operator's to-do list) and keeps
+/// the error for the exit message.
+pub fn explain_store_error(e: bastion_store::StoreError) -> anyhow::Error {
+    if let bastion_store::StoreError::Unsafe { findings } = &e {
+        for f in findings {
+            eprintln!("isolation: {f}");
+        }
+    }
+    anyhow::Error::new(e)
+}
+
+/// The role name of a PostgreSQL URL (its user part).
+pub fn role_of(url: &str) -> anyhow::Result<String> {
+    let parsed = url::Url::parse(url).context("the database URL is not a valid URL")?;
+    let user = parsed.username();
+    if user.is_empty() {
+        bail!("the database URL names no role (postgres://ROLE@HOST/DB)");
+    }
+    Ok(user.to_owned())
+}
+
+/// Applies the PostgreSQL migrations as the owner role at `owner_url` and grants the
+/// application role `app_role`.
+pub async fn migrate_postgres(
+    owner_url: &str,
+    app_role: &str,
+    clock: &SharedClock,
+) -> anyhow::Result<()> {
+    Store::migrate_postgres(owner_url, app_role, clock)
+        .await
+        .map_err(explain_store_error)
+        .context("cannot migrate the PostgreSQL database")
 }
 
 /// Largest secret key file read, in bytes (the field secret itself is at most 1024).
@@ -221,13 +260,14 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let clock = clock();
+    if let Some(owner) = &cfg.database.migrate_url {
+        migrate_postgres(owner, &role_of(&cfg.database.url)?, &clock).await?;
+    }
     let store = open_store(&cfg.database.url, Arc::clone(&clock)).await?;
     if cfg.profile != Profile::Dev {
-        let mut tx = store.system().await.context("cannot read accounts")?;
-        let demo = bastion_store::users::demo_user_count(&mut tx)
+        let demo = bastion_store::users::demo_user_count(&store)
             .await
             .context("cannot read accounts")?;
-        tx.rollback().await.ok();
         if demo > 0 {
             bail!(
                 "refusing to start: {demo} demo or test account(s) present in the {:?} profile",

@@ -16,6 +16,9 @@
 //! dir = "/srv/apps/vendor-quote"
 //! [database]
 //! url = "sqlite:///var/lib/bastion/bastion.db"
+//! # or PostgreSQL, as the application role (several instances may share it):
+//! # url = "postgres://bastion_app@db.internal/bastion?sslmode=verify-full"
+//! # migrate_url = "postgres://bastion_owner@db.internal/bastion?sslmode=verify-full"
 //! [identity]
 //! issuer = "https://bastion.example.com"
 //! audience = "bastion"
@@ -110,8 +113,52 @@ pub struct AppSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSection {
-    /// `sqlite://PATH` (PostgreSQL arrives with its own issue).
+    /// `sqlite://PATH`, or `postgres://APP_ROLE@HOST/DB?sslmode=verify-full` — the
+    /// application role: not the owner, not a superuser, no `BYPASSRLS` (checked at start).
     pub url: String,
+    /// PostgreSQL only: the owner (migrator) role's URL. When set, `bastion serve` applies
+    /// the migrations as that role and grants the application role of `url` before opening
+    /// `url`; when unset, run `bastion migrate` separately.
+    #[serde(default)]
+    pub migrate_url: Option<String>,
+}
+
+/// Whether `url` names a PostgreSQL database.
+#[must_use]
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Checks a database URL: a known scheme, and outside the dev profile TLS to any
+/// PostgreSQL server that is not on loopback (`sslmode=require`, `verify-ca` or
+/// `verify-full`; libpq's default `prefer` falls back to plain text).
+fn check_database_url(what: &str, url: &str, dev: bool) -> Result<(), ConfigError> {
+    if url.starts_with("sqlite://") {
+        return Ok(());
+    }
+    if !is_postgres_url(url) {
+        return Err(ConfigError::Unsafe(format!(
+            "{what} must start with sqlite:// or postgres://"
+        )));
+    }
+    let parsed = url::Url::parse(url)
+        .map_err(|_| ConfigError::Unsafe(format!("{what} is not a valid URL")))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        // A Unix socket (host in the query string) never leaves the machine.
+        None => true,
+    };
+    let tls = parsed.query_pairs().any(|(k, v)| {
+        k == "sslmode" && matches!(v.as_ref(), "require" | "verify-ca" | "verify-full")
+    });
+    if !dev && !loopback && !tls {
+        return Err(ConfigError::Unsafe(format!(
+            "{what} reaches a remote PostgreSQL without TLS: add sslmode=verify-full"
+        )));
+    }
+    Ok(())
 }
 
 /// `[identity]`.
@@ -200,6 +247,16 @@ impl Config {
             return Err(ConfigError::Unsafe(format!(
                 "server.request_timeout_secs must be between 1 and {REQUEST_TIMEOUT_SECS_MAX}"
             )));
+        }
+        let dev = self.profile == Profile::Dev;
+        check_database_url("database.url", &self.database.url, dev)?;
+        if let Some(m) = &self.database.migrate_url {
+            if !is_postgres_url(m) || !is_postgres_url(&self.database.url) {
+                return unsafe_(
+                    "database.migrate_url is for PostgreSQL: both URLs must be postgres://",
+                );
+            }
+            check_database_url("database.migrate_url", m, dev)?;
         }
         if self.profile == Profile::Dev {
             if !self.server.listen.ip().is_loopback() {

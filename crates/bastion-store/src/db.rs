@@ -230,6 +230,18 @@ impl Store {
         rls::migrate(owner_url, app_role, clock.now()).await
     }
 
+    /// Creates the login role `role` — not a superuser, no `BYPASSRLS`, `CREATEDB` or
+    /// `CREATEROLE` — unless it exists, connecting as `owner_url`. For `bastion demo` and
+    /// tests; in production the operator creates roles (docs/DEPLOYMENT.md). Returns whether
+    /// it was created.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a role name that is not a lower-case identifier;
+    /// [`StoreError::Unavailable`] or [`StoreError::Internal`] from the server.
+    pub async fn create_login_role_if_missing(owner_url: &str, role: &str) -> StoreResult<bool> {
+        rls::create_login_role_if_missing(owner_url, role).await
+    }
+
     /// Which database this store runs on.
     #[must_use]
     pub fn kind(&self) -> BackendKind {

@@ -334,3 +334,35 @@ pub(crate) async fn findings(pool: &PgPool) -> StoreResult<Vec<IsolationFinding>
     tx.rollback().await?;
     Ok(out)
 }
+
+/// Creates `role` as a login role without superuser, `BYPASSRLS`, `CREATEDB` or
+/// `CREATEROLE` unless it exists (for `bastion demo` and tests; production operators create
+/// roles themselves). Returns whether it was created.
+pub(crate) async fn create_login_role_if_missing(owner_url: &str, role: &str) -> StoreResult<bool> {
+    check_role(role)?;
+    let opts = PgConnectOptions::from_str(owner_url)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(crate::ACQUIRE_TIMEOUT)
+        .connect_with(opts)
+        .await?;
+    let mut tx = DbTx::Postgres(sql::PgTx::new(pool.begin().await?));
+    sql::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut tx)
+        .await?;
+    let exists: Option<i32> = sql::query("SELECT 1 FROM pg_roles WHERE rolname = $1")
+        .bind(role)
+        .scalar_optional(&mut tx)
+        .await?;
+    if exists.is_none() {
+        sql::raw(
+            &mut tx,
+            format!("CREATE ROLE \"{role}\" LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    pool.close().await;
+    Ok(exists.is_none())
+}

@@ -8,6 +8,8 @@
     reason = "test helpers: a failure aborts the test"
 )]
 
+mod postgres;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -136,11 +138,17 @@ impl Demo {
 
 /// Starts `bastion demo` on port 0 and waits for demo-credentials.json to name its URL.
 async fn start_demo(data: &Path, log: &Path) -> (Running, Demo) {
+    start_demo_with(data, log, &[]).await
+}
+
+/// [`start_demo`] with more arguments (e.g. `--database-url`).
+async fn start_demo_with(data: &Path, log: &Path, extra: &[&str]) -> (Running, Demo) {
     let child = bin()
         .args(["demo", "--data"])
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--app"])
         .arg(app_dir())
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::from(
             std::fs::File::create(log.with_extension("out")).unwrap(),
