@@ -64,6 +64,47 @@ pub struct Fixture {
     pub globex: TenantId,
 }
 
+/// One instance's services over `store`, keys from `dir/keys`.
+async fn instance(
+    dir: &Path,
+    store: Store,
+    clock: SharedClock,
+) -> Result<(AppState, Arc<Authorizer>), BenchError> {
+    let app = AppSpec::load(&app_dir())
+        .map_err(|f| BenchError(format!("examples/vendor-quote has {} finding(s)", f.len())))?;
+    let app = Arc::new(app);
+    let authz = Arc::new(Authorizer::new(&app).ctx("the vendor-quote policies refused")?);
+    let keys = KeyRing::load_or_generate(&dir.join("keys")).ctx("cannot make keys")?;
+    let mut config = IdentityConfig::new(ISSUER, AUDIENCE);
+    // Logins are set-up here, not measured: cheap argon2id so seeding is quick.
+    config.password = PasswordParams::TEST_ONLY;
+    let identity = Arc::new(
+        IdentityService::new(store.clone(), Arc::new(keys), Arc::clone(&clock), config)
+            .await
+            .ctx("cannot build the identity service")?,
+    );
+    let pipeline = Pipeline::new(
+        Arc::clone(&app),
+        Arc::clone(&authz),
+        store.clone(),
+        Arc::clone(&clock),
+    )
+    .map_err(BenchError)?;
+    let state = AppState {
+        identity,
+        pipeline,
+        store,
+        options: Arc::new(ServerOptions {
+            tls: false,
+            cors_allowed_origins: Vec::new(),
+            max_body_bytes: bastion_server::config::MAX_BODY_BYTES_DEFAULT,
+            request_timeout_secs: bastion_server::config::REQUEST_TIMEOUT_SECS_DEFAULT,
+            issuer: ISSUER.to_owned(),
+        }),
+    };
+    Ok((state, authz))
+}
+
 /// Where `examples/vendor-quote` is.
 #[must_use]
 pub fn app_dir() -> PathBuf {
@@ -89,38 +130,23 @@ impl Fixture {
         let store = Store::open_sqlite(&db_path, Arc::clone(&clock))
             .await
             .ctx("cannot open the SQLite store")?;
-        let app = AppSpec::load(&app_dir())
-            .map_err(|f| BenchError(format!("examples/vendor-quote has {} finding(s)", f.len())))?;
-        let app = Arc::new(app);
-        let authz = Arc::new(Authorizer::new(&app).ctx("the vendor-quote policies refused")?);
-        let keys = KeyRing::load_or_generate(&dir.path().join("keys")).ctx("cannot make keys")?;
-        let mut config = IdentityConfig::new(ISSUER, AUDIENCE);
-        // Logins are set-up here, not measured: cheap argon2id so seeding is quick.
-        config.password = PasswordParams::TEST_ONLY;
-        let identity = Arc::new(
-            IdentityService::new(store.clone(), Arc::new(keys), Arc::clone(&clock), config)
-                .await
-                .ctx("cannot build the identity service")?,
-        );
-        let pipeline = Pipeline::new(
-            Arc::clone(&app),
-            Arc::clone(&authz),
-            store.clone(),
-            Arc::clone(&clock),
-        )
-        .map_err(BenchError)?;
-        let state = AppState {
-            identity: Arc::clone(&identity),
-            pipeline: pipeline.clone(),
-            store: store.clone(),
-            options: Arc::new(ServerOptions {
-                tls: false,
-                cors_allowed_origins: Vec::new(),
-                max_body_bytes: bastion_server::config::MAX_BODY_BYTES_DEFAULT,
-                request_timeout_secs: bastion_server::config::REQUEST_TIMEOUT_SECS_DEFAULT,
-                issuer: ISSUER.to_owned(),
-            }),
-        };
+        Self::on(dir, db_path, store, clock).await
+    }
+
+    /// Builds the stack over `store` (e.g. PostgreSQL), keys in `dir`, and creates the
+    /// tenants `acme` and `globex`.
+    ///
+    /// # Errors
+    /// Whatever fails to build.
+    pub async fn on(
+        dir: tempfile::TempDir,
+        db_path: PathBuf,
+        store: Store,
+        clock: SharedClock,
+    ) -> Result<Self, BenchError> {
+        let (state, authz) = instance(dir.path(), store.clone(), Arc::clone(&clock)).await?;
+        let identity = Arc::clone(&state.identity);
+        let pipeline = state.pipeline.clone();
         let acme = identity
             .create_tenant(&slug("acme")?, "eu")
             .await
@@ -141,6 +167,15 @@ impl Fixture {
             acme,
             globex,
         })
+    }
+
+    /// Another stateless instance over `store` (another pool on the same database), with
+    /// the same signing keys: what a second `bastion serve` process would hold.
+    ///
+    /// # Errors
+    /// Whatever fails to build.
+    pub async fn second_instance(&self, store: Store) -> Result<AppState, BenchError> {
+        Ok(instance(self.dir.path(), store, Arc::clone(&self.clock)).await?.0)
     }
 
     /// Adds a user with `role` and a provisioned (confirmed) TOTP factor.
