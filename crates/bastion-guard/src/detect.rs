@@ -11,6 +11,7 @@ use regex::Regex;
 
 use crate::error::GuardError;
 use crate::finding::{EntityKind, Finding, resolve_overlaps};
+use crate::phone::PhonePlans;
 use crate::secrets;
 
 /// Shortest run of base64/base64url/hex characters the entropy detector looks at (chars).
@@ -27,21 +28,16 @@ pub const ENTROPY_BITS_MIN_HEX: f64 = 3.0;
 /// Longest PEM block looked at after a `BEGIN … PRIVATE KEY` line (bytes).
 pub const PEM_LEN_MAX: usize = 64 * 1024;
 
-/// Regions whose national formats phone candidates without `+` are tried in. Numbers with a
+/// Regions (ISO 3166-1 alpha-2) whose national formats phone candidates without `+` are tried in. Numbers with a
 /// leading trunk `0` are tried in the non-NANP regions only, others in the US (NANP).
-pub const PHONE_REGIONS_TRUNK_ZERO: [phonenumber::country::Id; 4] = [
-    phonenumber::country::Id::GB,
-    phonenumber::country::Id::DE,
-    phonenumber::country::Id::FR,
-    phonenumber::country::Id::IN,
-];
+pub const PHONE_REGIONS_TRUNK_ZERO: [&str; 4] = ["GB", "DE", "FR", "IN"];
 
 /// Candidate patterns. ASCII word boundaries (`(?-u:\b)`) keep the lazy DFA on its fast path.
 const CARD_RE: &str = r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)";
 const IBAN_RE: &str = r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,8}(?: ?[A-Z0-9]{1,3})?(?-u:\b)";
 const SSN_RE: &str = r"(?-u:\b)[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}(?-u:\b)";
 const EMAIL_RE: &str = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[A-Za-z0-9][A-Za-z0-9-]*\.)+[A-Za-z]{2,63}(?-u:\b)";
-const PHONE_RE: &str = r"(?:\+|\()?[0-9](?:[0-9]|[ .-][0-9(]|\)[ .-]?[0-9]|\([0-9]){5,22}";
+const PHONE_RE: &str = r"(?:\+|\()?[0-9](?:[0-9]|[ .-][0-9]|[ .-]?\([0-9]|\)[ .-]?[0-9]){5,22}";
 const IPV4_RE: &str = r"(?-u:\b)[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?-u:\b)";
 const IPV6_RE: &str = r"[0-9A-Fa-f.:]*:[0-9A-Fa-f.]*:[0-9A-Fa-f.:]*";
 const JWT_RE: &str = r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*";
@@ -61,6 +57,7 @@ pub struct Detector {
     jwt: Regex,
     entropy: Regex,
     secrets: secrets::SecretPatterns,
+    phones: PhonePlans,
 }
 
 static SHARED: LazyLock<Result<Detector, GuardError>> = LazyLock::new(Detector::new);
@@ -83,6 +80,7 @@ impl Detector {
             jwt: compile(JWT_RE)?,
             entropy: compile(ENTROPY_RE)?,
             secrets: secrets::SecretPatterns::new()?,
+            phones: PhonePlans::new(),
         })
     }
 
@@ -238,7 +236,7 @@ impl Detector {
             if glued(text, start, end) || next_is_word(text, end) {
                 continue;
             }
-            if let Some((s, e, score)) = best_phone_span(m.as_str()) {
+            if let Some((s, e, score)) = best_phone_span(&self.phones, m.as_str()) {
                 out.push(found(EntityKind::Phone, start + s, start + e, score));
             }
         }
@@ -500,8 +498,8 @@ pub fn email_valid(addr: &str) -> bool {
 
 /// The phone number in a candidate: the whole candidate, or it without its first and/or last
 /// digit group (`2 415-555-0134`, `415-555-0134 2024`). Offsets into `cand`, and the score.
-fn best_phone_span(cand: &str) -> Option<(usize, usize, f32)> {
-    if let Some(score) = phone_valid(cand) {
+fn best_phone_span(plans: &PhonePlans, cand: &str) -> Option<(usize, usize, f32)> {
+    if let Some(score) = phone_valid(plans, cand) {
         return Some((0, cand.len(), score));
     }
     let first_sep = cand.find([' ', '.', '-']);
@@ -525,16 +523,27 @@ fn best_phone_span(cand: &str) -> Option<(usize, usize, f32)> {
         if !(first.is_ascii_digit() || first == b'+' || first == b'(') || !last.is_ascii_digit() {
             return None;
         }
-        phone_valid(sub).map(|score| (s, e, score))
+        // Only the unmistakable shapes are cut out of a longer run of digit groups (`+…`,
+        // NANP 3-3-4): a trunk-0 national number inside a reference number is too likely
+        // a coincidence.
+        let groups: Vec<usize> = sub
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|g| !g.is_empty())
+            .map(str::len)
+            .collect();
+        if first != b'+' && !matches!(groups.as_slice(), [3, 3, 4]) {
+            return None;
+        }
+        phone_valid(plans, sub).map(|score| (s, e, score))
     })
 }
 
-/// Validates a phone candidate with libphonenumber's metadata (the `phonenumber` crate):
-/// `+…` numbers as E.164 with their own country code; others as national numbers of the
+/// Validates a phone candidate against libphonenumber's metadata ([`PhonePlans`]): `+…`
+/// numbers as E.164 with their own country code; others as national numbers of the
 /// US/NANP, or, with a leading trunk `0`, of [`PHONE_REGIONS_TRUNK_ZERO`]. Returns a score.
-fn phone_valid(cand: &str) -> Option<f32> {
-    let digits = cand.bytes().filter(u8::is_ascii_digit).count();
-    if !(7..=15).contains(&digits) {
+fn phone_valid(plans: &PhonePlans, cand: &str) -> Option<f32> {
+    let digit_count = cand.bytes().filter(u8::is_ascii_digit).count();
+    if !(7..=15).contains(&digit_count) {
         return None;
     }
     // Balanced parentheses only.
@@ -543,25 +552,66 @@ fn phone_valid(cand: &str) -> Option<f32> {
     if opens != closes || opens > 1 {
         return None;
     }
-    let valid_in = |region: Option<phonenumber::country::Id>| {
-        phonenumber::parse(region, cand)
-            .ok()
-            .is_some_and(|n| phonenumber::is_valid(&n))
-    };
+    let groups: Vec<usize> = cand
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|g| !g.is_empty())
+        .map(str::len)
+        .collect();
+    let digits: String = cand.chars().filter(char::is_ascii_digit).collect();
     if cand.starts_with('+') {
-        return valid_in(None).then_some(0.9);
+        // `+44 (0)20 …`: the bracketed trunk 0 is not dialled from abroad.
+        let international: String = cand
+            .replacen("(0)", "", 1)
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        // `+1`: the NANP shape is checked first, which rules out most non-numbers cheaply.
+        if international.starts_with('1')
+            && !(groups.first() == Some(&1)
+                && nanp_shape(
+                    groups.get(1..).unwrap_or_default(),
+                    international.as_bytes().get(1..).unwrap_or_default(),
+                ))
+        {
+            return None;
+        }
+        return plans.valid_international(&international).then_some(0.9);
     }
     let has_structure = cand.bytes().any(|b| matches!(b, b' ' | b'-' | b'.' | b'('));
-    let first_digit = cand.bytes().find(u8::is_ascii_digit);
-    let ok = if first_digit == Some(b'0') {
-        PHONE_REGIONS_TRUNK_ZERO
-            .into_iter()
-            .any(|r| valid_in(Some(r)))
+    let ok = if digits.starts_with('0') {
+        // National lengths with the trunk 0 (national numbering plans): GB 10–11, DE 6–14,
+        // FR 10, IN 11. Only plausible regions are tried.
+        PHONE_REGIONS_TRUNK_ZERO.into_iter().any(|r| {
+            let n = digit_count;
+            let plausible = match r {
+                "GB" => (10..=11).contains(&n),
+                "DE" => (6..=14).contains(&n),
+                "FR" => n == 10,
+                _ => n == 11,
+            };
+            plausible && plans.valid_national(r, &digits)
+        })
     } else {
-        digits == 10 && valid_in(Some(phonenumber::country::Id::US))
+        nanp_shape(&groups, digits.as_bytes()) && plans.valid_national("US", &digits)
     };
     // A bare run of digits is weaker evidence than a formatted number.
     ok.then_some(if has_structure { 0.8 } else { 0.5 })
+}
+
+/// Whether digit groups and digits have the shape of a NANP national number (ATIS-0300051):
+/// ten digits grouped 3-3-4, 3-7 or 10; area code and exchange `[2-9]XX`, not `N11`; area
+/// code middle digit not 9.
+fn nanp_shape(groups: &[usize], digits: &[u8]) -> bool {
+    let shape_ok = matches!(groups, [3, 3, 4] | [3, 7] | [10]);
+    let d = |i: usize| digits.get(i).copied().unwrap_or(b'0');
+    let n11 = |i: usize| d(i + 1) == b'1' && d(i + 2) == b'1';
+    shape_ok
+        && digits.len() == 10
+        && d(0) >= b'2'
+        && d(1) != b'9'
+        && !n11(0)
+        && d(3) >= b'2'
+        && !n11(3)
 }
 
 /// Whether a JWT candidate has a base64url header that decodes to a JSON object with a string

@@ -3,8 +3,8 @@
 //!
 //! - **Detectors** ([`Detector`], [`Finding`], [`EntityKind`]): payment cards (Luhn,
 //!   ISO/IEC 7812 issuer ranges), IBANs (ISO 13616, via `iban_validate`), US SSNs, e-mail
-//!   addresses (RFC 5322 subset), phone numbers (E.164 / national, via `phonenumber`, i.e.
-//!   libphonenumber metadata), IPv4/IPv6 (`std::net` parsers), PEM private keys (RFC 7468),
+//!   addresses (RFC 5322 subset), phone numbers (E.164 / national, validated against
+//!   libphonenumber's metadata from the `phonenumber` crate), IPv4/IPv6 (`std::net` parsers), PEM private keys (RFC 7468),
 //!   JWTs (RFC 7519), vendor API keys ([`API_KEY_RULES`]) and high-entropy tokens. Spans are
 //!   byte offsets; overlaps are resolved by [`resolve_overlaps`].
 //! - **Masking** ([`Masker`]): stable per-conversation placeholders (`<CARD_1>`) or keyed
@@ -24,6 +24,7 @@ mod finding;
 mod injection;
 mod mask;
 mod neutralize;
+mod phone;
 mod secrets;
 mod spotlight;
 
