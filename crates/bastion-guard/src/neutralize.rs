@@ -36,6 +36,13 @@ pub const LINK_REMOVED: &str = "[link removed]";
 const CONSTRUCT_LEN_MAX: usize = 8 * 1024;
 /// Deepest nesting of links inside link texts that is rewritten recursively.
 const NESTING_MAX: usize = 8;
+/// Bytes the construct parsers may scan per byte of input (plus [`SCAN_BUDGET_BASE`]):
+/// text full of unclosed `[` or `<` would otherwise cost `CONSTRUCT_LEN_MAX` per byte. Past
+/// the budget, constructs are left to the final URL sweep, which still removes every
+/// off-list absolute or protocol-relative URL.
+const SCAN_BUDGET_PER_BYTE: usize = 32;
+/// Fixed part of the scan budget (bytes).
+const SCAN_BUDGET_BASE: usize = 1024 * 1024;
 
 /// The hosts whose URLs may stay in output, compared exactly after WHATWG host parsing
 /// (IDNA, lower case). Ports are not compared.
@@ -168,6 +175,10 @@ pub fn neutralize(text: &str, allow: &UrlAllowlist) -> Result<Neutralized, Guard
         allow,
         defs: &defs,
         autolink: auto_re,
+        budget: without_defs
+            .len()
+            .saturating_mul(SCAN_BUDGET_PER_BYTE)
+            .saturating_add(SCAN_BUDGET_BASE),
         images_removed: 0,
         links_removed: 0,
     };
@@ -208,6 +219,8 @@ struct Inline<'a> {
     allow: &'a UrlAllowlist,
     defs: &'a HashMap<String, bool>,
     autolink: &'a Regex,
+    /// Bytes the construct parsers may still scan.
+    budget: usize,
     images_removed: usize,
     links_removed: usize,
 }
@@ -226,8 +239,18 @@ impl Inline<'_> {
                     i += 2;
                     continue;
                 }
-                b'[' | b'!' if depth <= NESTING_MAX => self.link_at(s, i, depth),
-                b'<' => self.tag_at(s, i),
+                b'[' | b'!' if depth <= NESTING_MAX && self.budget > 0 => {
+                    self.budget = self
+                        .budget
+                        .saturating_sub(CONSTRUCT_LEN_MAX.min(s.len() - i));
+                    self.link_at(s, i, depth)
+                }
+                b'<' if self.budget > 0 => {
+                    self.budget = self
+                        .budget
+                        .saturating_sub(CONSTRUCT_LEN_MAX.min(s.len() - i));
+                    self.tag_at(s, i)
+                }
                 _ => None,
             };
             match replaced {

