@@ -239,18 +239,8 @@ impl Inline<'_> {
                     i += 2;
                     continue;
                 }
-                b'[' | b'!' if depth <= NESTING_MAX && self.budget > 0 => {
-                    self.budget = self
-                        .budget
-                        .saturating_sub(CONSTRUCT_LEN_MAX.min(s.len() - i));
-                    self.link_at(s, i, depth)
-                }
-                b'<' if self.budget > 0 => {
-                    self.budget = self
-                        .budget
-                        .saturating_sub(CONSTRUCT_LEN_MAX.min(s.len() - i));
-                    self.tag_at(s, i)
-                }
+                b'[' | b'!' if depth <= NESTING_MAX && self.budget > 0 => self.link_at(s, i, depth),
+                b'<' if self.budget > 0 => self.tag_at(s, i),
                 _ => None,
             };
             match replaced {
@@ -275,12 +265,12 @@ impl Inline<'_> {
         if bytes.get(open) != Some(&b'[') {
             return None;
         }
-        let close = matching_bracket(s, open)?;
+        let close = matching_bracket(s, open, &mut self.budget)?;
         let label_text = s.get(open + 1..close)?;
         let after = close + 1;
         // Inline: `](dest "title")`.
         if bytes.get(after) == Some(&b'(')
-            && let Some((dest, end)) = inline_destination(s, after)
+            && let Some((dest, end)) = inline_destination(s, after, &mut self.budget)
         {
             let ok = self.allow.allows(dest);
             return Some((
@@ -290,7 +280,7 @@ impl Inline<'_> {
         }
         // Full or collapsed reference: `][label]` or `][]`.
         if bytes.get(after) == Some(&b'[')
-            && let Some(lclose) = matching_bracket(s, after)
+            && let Some(lclose) = matching_bracket(s, after, &mut self.budget)
         {
             let label = s.get(after + 1..lclose)?;
             let key = if label.trim().is_empty() {
@@ -361,7 +351,7 @@ impl Inline<'_> {
             self.links_removed += 1;
             return Some((i + whole.end(), LINK_REMOVED.to_owned()));
         }
-        let tag = parse_tag(rest)?;
+        let tag = parse_tag(rest, &mut self.budget)?;
         let blocked = tag.urls.iter().any(|u| !self.allow.allows(u)) || tag.css_url;
         if !blocked {
             return None;
@@ -415,8 +405,9 @@ struct Tag {
 }
 
 /// Parses an opening HTML tag at the start of `s` (`<name attr="v" attr=v attr>`).
-fn parse_tag(s: &str) -> Option<Tag> {
+fn parse_tag(s: &str, budget: &mut usize) -> Option<Tag> {
     let b = s.as_bytes();
+    let mut scanned = Scanned { budget, bytes: 0 };
     if b.first() != Some(&b'<') || !b.get(1).is_some_and(u8::is_ascii_alphabetic) {
         return None;
     }
@@ -431,6 +422,7 @@ fn parse_tag(s: &str) -> Option<Tag> {
     let mut urls = Vec::new();
     let mut css_url = false;
     loop {
+        scanned.bytes = i;
         if i > CONSTRUCT_LEN_MAX {
             return None;
         }
@@ -514,13 +506,27 @@ fn parse_tag(s: &str) -> Option<Tag> {
     }
 }
 
+/// Charges the bytes a parser scanned to the scan budget when it returns, on every path.
+struct Scanned<'a> {
+    budget: &'a mut usize,
+    bytes: usize,
+}
+
+impl Drop for Scanned<'_> {
+    fn drop(&mut self) {
+        *self.budget = self.budget.saturating_sub(self.bytes.max(1));
+    }
+}
+
 /// The index of the `]` matching the `[` at `open`, honouring nesting and backslash escapes.
-fn matching_bracket(s: &str, open: usize) -> Option<usize> {
+fn matching_bracket(s: &str, open: usize, budget: &mut usize) -> Option<usize> {
     let b = s.as_bytes();
+    let mut scanned = Scanned { budget, bytes: 0 };
     let mut depth = 0usize;
     let mut i = open;
     let limit = open.saturating_add(CONSTRUCT_LEN_MAX).min(b.len());
     while i < limit {
+        scanned.bytes = i - open;
         match b.get(i)? {
             b'\\' => i += 1,
             b'[' => depth += 1,
@@ -539,8 +545,17 @@ fn matching_bracket(s: &str, open: usize) -> Option<usize> {
 
 /// Parses `(dest "title")` at `paren` (CommonMark §6.3): the destination and the index after
 /// the closing parenthesis.
-fn inline_destination(s: &str, paren: usize) -> Option<(&str, usize)> {
+fn inline_destination<'s>(
+    s: &'s str,
+    paren: usize,
+    budget: &mut usize,
+) -> Option<(&'s str, usize)> {
     let b = s.as_bytes();
+    // Charged as if the whole window was read: destinations are rare, windows short.
+    let _scanned = Scanned {
+        budget,
+        bytes: CONSTRUCT_LEN_MAX.min(s.len().saturating_sub(paren)),
+    };
     let mut i = paren + 1;
     while b.get(i).is_some_and(u8::is_ascii_whitespace) {
         i += 1;

@@ -137,3 +137,18 @@ fn adversarial_inputs_stay_linear_and_safe() {
     let out = run(&text);
     assert_clean(&out);
 }
+
+#[test]
+fn many_exclamation_marks_do_not_exhaust_the_parser() {
+    let mut text = "Great!! ".repeat(5_000);
+    text.push_str("![x](https://evil.example/?d=1)");
+    let out = run(&text);
+    let want = format!("{}{IMAGE_REMOVED}", "Great!! ".repeat(5_000));
+    assert!(
+        out == want,
+        "len {} vs {}: tail {:?}",
+        out.len(),
+        want.len(),
+        &out[out.len().saturating_sub(60)..]
+    );
+}
