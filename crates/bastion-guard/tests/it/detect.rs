@@ -323,3 +323,13 @@ fn many_unterminated_pem_headers_are_handled_quickly() {
     let f = d.detect_kinds(&text, &[EntityKind::PrivateKey]);
     assert_eq!(f.len(), 20_000);
 }
+
+#[test]
+fn ordinary_business_text_has_no_findings() {
+    let text = "Meeting at 12:30 on 2024-01-15 (or 15.01.2024). Total $1,234.56 incl. VAT of 19%; \
+                invoice INV-2024-000123, PO 4500012345, ISO 27001 and RFC 9457 apply. Version \
+                v1.2.3 (build 20240115.3) ships to ZIP 94107. Call 1-800-FLOWERS. Colour #ff0000. \
+                See https://example.com/docs?page=2 and std::collections::HashMap. Quote Q-30595, \
+                order 1234567, ticket #998877, 3 × 25 kg at 12.50 EUR.";
+    assert_eq!(found(text), vec![]);
+}
