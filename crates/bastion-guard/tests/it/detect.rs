@@ -333,3 +333,17 @@ fn ordinary_business_text_has_no_findings() {
                 order 1234567, ticket #998877, 3 × 25 kg at 12.50 EUR.";
     assert_eq!(found(text), vec![]);
 }
+
+#[test]
+fn detector_and_masker_can_be_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<bastion_guard::Detector>();
+    send_sync::<bastion_guard::Masker>();
+    send_sync::<bastion_guard::UrlAllowlist>();
+    let d = bastion_guard::Detector::shared().unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| assert_eq!(d.detect("call +1 415-555-2671").len(), 1));
+        }
+    });
+}
