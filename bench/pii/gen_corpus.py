@@ -11,7 +11,10 @@ Faker (seeded) except phone numbers, which are built from real area codes so tha
 number" in the gold set is one a person could dial. Some templates carry distractors (order
 numbers, dates, amounts, versions, Luhn-invalid numbers, hashes) that are *not* gold.
 
-Usage: gen_corpus.py OUT.jsonl [--records N] [--seed S]
+With --prose PROSE.jsonl it also writes a speed-only corpus of Faker lorem paragraphs
+(no PII, no gold spans): text with few digits, like most chat.
+
+Usage: gen_corpus.py OUT.jsonl [--records N] [--seed S] [--prose PROSE.jsonl]
 """
 import argparse
 import json
@@ -198,11 +201,17 @@ def main():
     p.add_argument("out")
     p.add_argument("--records", type=int, default=10000)
     p.add_argument("--seed", type=int, default=20261129)
+    p.add_argument("--prose")
     a = p.parse_args()
     g = Gen(a.seed)
     with open(a.out, "w", encoding="utf-8") as fh:
         for i in range(a.records):
             fh.write(json.dumps(g.record(i), ensure_ascii=False) + "\n")
+    if a.prose:
+        with open(a.prose, "w", encoding="utf-8") as fh:
+            for i in range(a.records // 5):
+                text = g.f.paragraph(nb_sentences=12)
+                fh.write(json.dumps({"id": i, "text": text, "spans": []}) + "\n")
 
 
 if __name__ == "__main__":

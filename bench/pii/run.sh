@@ -9,9 +9,9 @@ bash scripts/peers/presidio.sh
 py=.peers/presidio-venv/bin/python
 out=bench/pii/out
 mkdir -p "$out"
-"$py" bench/pii/gen_corpus.py "$out/corpus.jsonl" --records "${RECORDS:-10000}"
+"$py" bench/pii/gen_corpus.py "$out/corpus.jsonl" --records "${RECORDS:-10000}" --prose "$out/prose.jsonl"
 echo "presidio-analyzer ..." >&2
-"$py" bench/pii/presidio_run.py "$out/corpus.jsonl" "$out/presidio.json"
+"$py" bench/pii/presidio_run.py "$out/corpus.jsonl" "$out/presidio.json" "$out/prose.jsonl"
 echo "bastion-guard (release build) ..." >&2
-cargo run --release --quiet -p bastion-guard --example pii_bench -- "$out/corpus.jsonl" "$out/bastion.json" >&2
+cargo run --release --quiet -p bastion-guard --example pii_bench -- "$out/corpus.jsonl" "$out/bastion.json" "$out/prose.jsonl" >&2
 "$py" bench/pii/table.py "$out/presidio.json" "$out/bastion.json"
