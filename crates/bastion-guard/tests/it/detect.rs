@@ -154,6 +154,8 @@ fn phone_numbers_in_e164_and_national_formats() {
         "020 7946 0958",
         "+49 30 901820",
         "+33 1 42 68 53 00",
+        "+44 (0)20 7946 0958",
+        "4155552671",
     ] {
         let text = format!("call {phone} now");
         assert_eq!(
