@@ -4,9 +4,10 @@
 //! - **Detectors** ([`Detector`], [`Finding`], [`EntityKind`]): payment cards (Luhn,
 //!   ISO/IEC 7812 issuer ranges), IBANs (ISO 13616, via `iban_validate`), US SSNs, e-mail
 //!   addresses (RFC 5322 subset), phone numbers (E.164 / national, validated against
-//!   libphonenumber's metadata from the `phonenumber` crate), IPv4/IPv6 (`std::net` parsers), PEM private keys (RFC 7468),
-//!   JWTs (RFC 7519), vendor API keys ([`API_KEY_RULES`]) and high-entropy tokens. Spans are
-//!   byte offsets; overlaps are resolved by [`resolve_overlaps`].
+//!   libphonenumber's metadata from the `phonenumber` crate), IPv4/IPv6 (`std::net`
+//!   parsers), PEM private keys (RFC 7468), JWTs (RFC 7519), vendor API keys
+//!   ([`API_KEY_RULES`]) and high-entropy tokens. Spans are byte offsets; overlaps are
+//!   resolved by [`resolve_overlaps`].
 //! - **Masking** ([`Masker`]): stable per-conversation placeholders (`<CARD_1>`) or keyed
 //!   hashes (`<EMAIL_h:…>`, HMAC-SHA256), structured-field masking of JSON, and
 //!   [`Masker::restore`] that gives back only the kinds a principal may see.
