@@ -9,6 +9,11 @@
 //!    in-process, and `Pipeline::call` alone — against the bare `records::list_records` call.
 //! 3. Refresh-token rotations per second through `IdentityService::refresh`: a sequential
 //!    chain, independent families in parallel, and a chain over `POST /oauth/token`.
+//! 4. PostgreSQL ([`pg`]): `list_quotes`'s query over 100 tenants × 10,000 quotes through
+//!    row-level security as the application role against the owner's explicitly filtered
+//!    query without it; and the pipeline with one instance against two on one database.
+//!
+//! `BENCH_SUITE=sqlite` or `BENCH_SUITE=postgres` runs one part only (default: both).
 //!
 //! It prints a Markdown table on stdout (progress goes to stderr). Time is measured with
 //! `std::time::Instant` in one function, [`stats::now`]; nothing else in Bastion reads it.
@@ -18,6 +23,7 @@
 
 pub mod cedar;
 pub mod list;
+pub mod pg;
 pub mod refresh;
 pub mod setup;
 pub mod stats;
@@ -152,7 +158,23 @@ pub fn main() -> ExitCode {
         }
     };
     let started = now();
-    match rt.block_on(run(sizes)) {
+    let suite = std::env::var("BENCH_SUITE").unwrap_or_default();
+    let pg_sizes = if sizes.quick {
+        pg::PgSizes::QUICK
+    } else {
+        pg::PgSizes::FULL
+    };
+    let result = rt.block_on(async {
+        let mut report = String::new();
+        if suite != "postgres" {
+            report.push_str(&run(sizes).await?);
+        }
+        if suite != "sqlite" {
+            report.push_str(&run_pg(pg_sizes).await?);
+        }
+        Ok::<_, BenchError>(report)
+    });
+    match result {
         Ok(report) => {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{report}");
@@ -521,6 +543,95 @@ pub async fn run(sz: Sizes) -> Result<String, BenchError> {
         ratio(rc.ops_per_sec, 120.0 * p(cores as u64)),
         ratio(rp.ops_per_sec, 120.0 * p(cores as u64)),
         ratio(rh.ops_per_sec, 120.0 * p(cores as u64)),
+    ));
+    Ok(md)
+}
+
+/// The PostgreSQL part, rendered as Markdown.
+///
+/// # Errors
+/// The first failing step.
+pub async fn run_pg(sz: pg::PgSizes) -> Result<String, BenchError> {
+    let load_before = load_average();
+    let r = pg::rls(sz, &progress).await?;
+    let i = pg::instances(sz, &progress).await?;
+    let mut md = String::new();
+    md.push_str(&format!(
+        "\n## PostgreSQL: row-level security and instances\n\n- load average at start {load_before}, at end {}\n- data: {} tenants × {} quotes, bulk-loaded by the owner; every count saw {} rows\n- plan of the RLS page query: `{}`\n- plan of the owner's page query: `{}`\n\n",
+        load_average(),
+        sz.tenants,
+        sz.quotes,
+        r.counted,
+        r.plan_rls.trim(),
+        r.plan_owner.trim(),
+    ));
+    md.push_str("| measurement | n | ops/s | mean | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    let rows = [
+        (
+            "page 20 + count, store as app role (RLS + WHERE tenant_id)",
+            &r.store,
+        ),
+        (
+            "page 20 + count, app role, RLS only (no tenant filter in SQL)",
+            &r.rls_only,
+        ),
+        (
+            "page 20 + count, owner, explicit WHERE tenant_id, no RLS",
+            &r.owner,
+        ),
+        (
+            &*format!("`list_quotes` HTTP, {} clients, one instance", sz.clients),
+            &i.list_one,
+        ),
+        (
+            &*format!("`list_quotes` HTTP, {} clients, two instances", sz.clients),
+            &i.list_two,
+        ),
+        (
+            &*format!("`create_quote` HTTP, {} clients, one instance", sz.clients),
+            &i.create_one,
+        ),
+        (
+            &*format!("`create_quote` HTTP, {} clients, two instances", sz.clients),
+            &i.create_two,
+        ),
+    ];
+    for (label, s) in rows {
+        let x = s.summary();
+        md.push_str(&format!(
+            "| {label} | {} | {:.0} | {} | {} | {} | {} |\n",
+            x.n,
+            x.ops_per_sec,
+            fmt_ns(x.mean_ns),
+            fmt_ns(p(x.p50_ns)),
+            fmt_ns(p(x.p99_ns)),
+            fmt_ns(p(x.max_ns)),
+        ));
+    }
+    let (st, ro, ow) = (r.store.summary(), r.rls_only.summary(), r.owner.summary());
+    md.push_str("\n### Ratios\n\n");
+    md.push_str(&format!(
+        "- RLS only vs owner without RLS: p50 ×{:.2}, p99 ×{:.2}, throughput ×{:.2}\n",
+        ratio(p(ro.p50_ns), p(ow.p50_ns)),
+        ratio(p(ro.p99_ns), p(ow.p99_ns)),
+        ratio(ro.ops_per_sec, ow.ops_per_sec),
+    ));
+    md.push_str(&format!(
+        "- store (RLS + filter) vs owner without RLS: p50 ×{:.2}, throughput ×{:.2}\n",
+        ratio(p(st.p50_ns), p(ow.p50_ns)),
+        ratio(st.ops_per_sec, ow.ops_per_sec),
+    ));
+    let (l1, l2, c1, c2) = (
+        i.list_one.summary(),
+        i.list_two.summary(),
+        i.create_one.summary(),
+        i.create_two.summary(),
+    );
+    md.push_str(&format!(
+        "- two instances vs one: `list_quotes` throughput ×{:.2}, `create_quote` throughput ×{:.2} (both instances share this machine's {} CPU(s) with PostgreSQL)\n",
+        ratio(l2.ops_per_sec, l1.ops_per_sec),
+        ratio(c2.ops_per_sec, c1.ops_per_sec),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
     ));
     Ok(md)
 }

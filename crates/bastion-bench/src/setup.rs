@@ -175,7 +175,9 @@ impl Fixture {
     /// # Errors
     /// Whatever fails to build.
     pub async fn second_instance(&self, store: Store) -> Result<AppState, BenchError> {
-        Ok(instance(self.dir.path(), store, Arc::clone(&self.clock)).await?.0)
+        Ok(instance(self.dir.path(), store, Arc::clone(&self.clock))
+            .await?
+            .0)
     }
 
     /// Adds a user with `role` and a provisioned (confirmed) TOTP factor.
