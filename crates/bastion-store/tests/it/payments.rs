@@ -621,3 +621,31 @@ async fn as_the_app_role_unfiltered_sql_sees_only_the_transaction_tenant_payment
     // And the isolation self-check passes with the new tables.
     assert!(env.store.isolation_findings().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn migration_3_applies_on_a_database_created_before_it() {
+    let env = Env::sqlite().await;
+    let (p, _) = setup(&env).await;
+    env.store.close().await;
+    // Roll the file back to a pre-payments schema with data in it.
+    let mut raw = env.raw().await;
+    sqlx::raw_sql(
+        "DROP TABLE idempotency_keys; DROP TABLE webhook_inbox; DROP TABLE jobs;
+         DROP TABLE payments; DROP TABLE payment_routes; DROP TABLE velocity_events;
+         DELETE FROM schema_migrations WHERE version = 3;",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    drop(raw);
+    let clock: bastion_types::SharedClock = std::sync::Arc::new(env.clock.clone());
+    let store = bastion_store::Store::open_sqlite(&env.path, clock)
+        .await
+        .unwrap();
+    let mut tx = store.begin(TenantScope::pre_auth(env.a.id)).await.unwrap();
+    assert_eq!(payments::get(&mut tx, p.id).await.unwrap(), None);
+    payments::insert(&mut tx, &new_payment(p.record_id, env.alice.id, "pi_a1"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
