@@ -5,11 +5,12 @@
 //!   repository function takes `&mut TenantTx` and adds `WHERE tenant_id = <the tx's tenant>`
 //!   itself; no function takes a tenant id parameter, so a request cannot reach another
 //!   tenant's rows by naming them.
-//! - [`Store::system`] → [`SystemTx`] for the tenant-less tables: [`tenants`], [`throttle`]
-//!   and the system audit chain.
+//! - [`Store::system`] → [`SystemTx`] for the tenant-less tables: [`tenants`], [`throttle`],
+//!   the [`webhook`] inbox, the [`jobs`] queue, payment routes and the system audit chain.
 //!
 //! Repositories: [`tenants`], [`users`], [`mfa`], [`refresh`], [`throttle`], [`records`],
-//! [`audit`].
+//! [`audit`], and for payments [`idempotency`], [`payments`], [`velocity`], [`webhook`],
+//! [`jobs`].
 //!
 //! SQLite is the embedded backend (WAL, foreign keys on, `BEGIN IMMEDIATE` so writers are
 //! serialised). SQLite has no row-level security: there, isolation rests on [`TenantTx`] and
@@ -30,12 +31,17 @@ mod rls;
 mod sql;
 
 pub mod audit;
+pub mod idempotency;
+pub mod jobs;
 pub mod mfa;
+pub mod payments;
 pub mod records;
 pub mod refresh;
 pub mod tenants;
 pub mod throttle;
 pub mod users;
+pub mod velocity;
+pub mod webhook;
 
 /// Test databases for this workspace's tests; not part of the serving path.
 #[doc(hidden)]

@@ -23,7 +23,13 @@ use crate::sql::{self, DbTx, col};
 
 /// Tables without `tenant_id` that the application may use. Any other table without
 /// `tenant_id` is a finding: a new table is a tenant table until proven otherwise.
-pub const SYSTEM_TABLES: &[&str] = &["schema_migrations", "tenants", "throttles"];
+pub const SYSTEM_TABLES: &[&str] = &[
+    "schema_migrations",
+    "tenants",
+    "throttles",
+    "webhook_inbox",
+    "jobs",
+];
 
 /// Privileges the application role receives on each table; everything else is refused.
 const GRANTS: &[(&str, &str)] = &[
@@ -41,6 +47,14 @@ const GRANTS: &[(&str, &str)] = &[
     ("record_parents", "SELECT, INSERT, UPDATE, DELETE"),
     ("audit_log", "SELECT, INSERT"),
     ("audit_heads", "SELECT, INSERT, UPDATE"),
+    ("idempotency_keys", "SELECT, INSERT, UPDATE, DELETE"),
+    ("webhook_inbox", "SELECT, INSERT, UPDATE, DELETE"),
+    ("jobs", "SELECT, INSERT, UPDATE, DELETE"),
+    // Payments are money history: never deleted by the application.
+    ("payments", "SELECT, INSERT, UPDATE"),
+    // A route never changes once written (a PSP object belongs to one tenant for good).
+    ("payment_routes", "SELECT, INSERT"),
+    ("velocity_events", "SELECT, INSERT, DELETE"),
 ];
 
 /// Key of the session advisory lock that serialises migrations across instances.

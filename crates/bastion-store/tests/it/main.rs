@@ -6,12 +6,16 @@
 )]
 
 mod audit;
+mod idempotency;
 mod isolation;
+mod jobs;
 mod mfa;
+mod payments;
 mod postgres;
 mod records;
 mod refresh;
 mod throttle;
+mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
