@@ -18,4 +18,5 @@
 //! (case P3). No function here does I/O or reads the wall clock; no error, log or `Debug`
 //! output contains a secret or an expected signature.
 
+pub mod psp;
 pub mod webhook;
