@@ -1,5 +1,5 @@
 //! The sandbox's HTTP surface: authentication, form parsing, idempotency, routing.
-#![allow(
+#![expect(
     clippy::result_large_err,
     reason = "errors are rare, local and answered at once; boxing buys nothing here"
 )]

@@ -1,6 +1,6 @@
 //! The sandbox's in-memory state and the Stripe-like operations on it. Everything here is
 //! synchronous and runs under the state lock, so each request is atomic.
-#![allow(
+#![expect(
     clippy::result_large_err,
     reason = "errors are rare, local and answered at once; boxing buys nothing here"
 )]

@@ -7,7 +7,7 @@
     clippy::panic,
     reason = "test helpers: a failure aborts the test"
 )]
-#![allow(missing_docs, reason = "test helpers")]
+#![expect(missing_docs, reason = "test helpers")]
 
 mod adapter;
 mod config;
