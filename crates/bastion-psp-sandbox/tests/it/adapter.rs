@@ -457,3 +457,84 @@ async fn bad_key_and_unknown_parameters_are_refused() {
     let (status, _, _) = sb.raw(Method::GET, "/v1/nothing", &[], None).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn concurrent_retries_with_one_key_charge_once() {
+    // P4 at the PSP: a client that lost the response retries at once, several times.
+    let sb = start(&[]).await;
+    let psp = sb.psp();
+    let req = create(5000, "pm_card_visa", "pay_conc");
+    let k = key("charge-pay_conc");
+    let calls = (0..8).map(|_| psp.create_payment_intent(&req, &k));
+    let results = futures::future::join_all(calls).await;
+    let ids: std::collections::BTreeSet<String> =
+        results.into_iter().map(|r| r.unwrap().id).collect();
+    assert_eq!(ids.len(), 1);
+    let txns = psp
+        .list_balance_transactions(TimeRange {
+            from: T0,
+            to: T0 + 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(txns.len(), 1);
+}
+
+#[tokio::test]
+async fn refund_by_charge_and_confirm_with_a_new_method() {
+    let sb = start(&[]).await;
+    let psp = sb.psp();
+    let pi = psp
+        .create_payment_intent(&create(800, "pm_card_visa", "pay_c"), &key("k-c"))
+        .await
+        .unwrap();
+    let charge = pi.latest_charge.unwrap();
+    let (status, body, _) = sb
+        .raw(Method::POST, "/v1/refunds", &[("charge", &charge)], None)
+        .await;
+    assert_eq!(
+        (status, body["amount"].as_i64()),
+        (200, Some(800)),
+        "{body}"
+    );
+    let (status, body, _) = sb
+        .raw(Method::POST, "/v1/refunds", &[("charge", &charge)], None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("charge_already_refunded"))
+    );
+    // A declined intent can be confirmed again with another payment method.
+    let (_, declined, _) = sb
+        .raw(
+            Method::POST,
+            "/v1/payment_intents",
+            &[
+                ("amount", "300"),
+                ("currency", "eur"),
+                ("payment_method", "pm_card_chargeDeclined"),
+                ("confirm", "true"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(declined["error"]["type"], "card_error");
+    assert_eq!(
+        declined["error"]["payment_intent"]["status"],
+        "requires_payment_method"
+    );
+    let id = declined["error"]["payment_intent"]["id"].as_str().unwrap();
+    let (status, body, _) = sb
+        .raw(
+            Method::POST,
+            &format!("/v1/payment_intents/{id}/confirm"),
+            &[("payment_method", "pm_card_mastercard")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("succeeded")),
+        "{body}"
+    );
+}
