@@ -35,8 +35,8 @@ pub use types::{
     AMOUNT_MINOR_MAX, BalanceTransaction, BalanceTransactionKind, ClientSecret,
     CreatePaymentIntent, CreateRefund, ERROR_CODE_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX,
     IdempotencyKey, METADATA_PAYMENT_ID, METADATA_REFUND_ID, METADATA_TENANT, OBJECT_ID_BYTES_MAX,
-    PaymentIntent, PaymentIntentStatus, PaymentMethodToken, PspError, Refund, TimeRange,
-    check_object_id,
+    PaymentIntent, PaymentIntentStatus, PaymentMethodToken, PspError, REFERENCE_BYTES_MAX, Refund,
+    TimeRange, check_object_id, check_reference,
 };
 
 /// The future every [`Psp`] method returns: `Send`, borrowing the adapter and the request

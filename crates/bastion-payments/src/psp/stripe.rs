@@ -21,7 +21,7 @@ use super::types::{
     AMOUNT_MINOR_MAX, BalanceTransaction, BalanceTransactionKind, ClientSecret,
     CreatePaymentIntent, CreateRefund, ERROR_CODE_BYTES_MAX, IdempotencyKey, METADATA_PAYMENT_ID,
     METADATA_REFUND_ID, METADATA_TENANT, PaymentIntent, PaymentIntentStatus, PspError, Refund,
-    TimeRange, check_object_id,
+    TimeRange, check_object_id, check_reference,
 };
 use super::{Psp, PspFuture};
 
@@ -396,7 +396,7 @@ impl StripePsp {
         key: &IdempotencyKey,
     ) -> Result<PaymentIntent, PspError> {
         check_amount(req.amount.minor)?;
-        check_object_id(&req.payment_id)?;
+        check_reference(&req.payment_id)?;
         let mut form: Vec<(&str, String)> = vec![
             ("amount", req.amount.minor.to_string()),
             (
@@ -465,7 +465,7 @@ impl StripePsp {
     ) -> Result<Refund, PspError> {
         check_amount(req.amount_minor)?;
         check_object_id(&req.payment_intent)?;
-        check_object_id(&req.refund_id)?;
+        check_reference(&req.refund_id)?;
         let tenant_key = metadata_key(METADATA_TENANT);
         let refund_key = metadata_key(METADATA_REFUND_ID);
         let form: Vec<(&str, String)> = vec![

@@ -74,6 +74,24 @@ impl PspError {
     }
 }
 
+/// Longest Bastion reference (payment id, refund id) sent as a metadata value, bytes.
+pub const REFERENCE_BYTES_MAX: usize = 255;
+
+/// Checks a Bastion reference (a payment or refund id, e.g. a UUID) before it is sent as a
+/// metadata value: 1 to [`REFERENCE_BYTES_MAX`] bytes of visible ASCII (0x21–0x7E).
+///
+/// # Errors
+/// [`PspError::InvalidRequest`] (status 0) for anything else.
+pub fn check_reference(reference: &str) -> Result<(), PspError> {
+    if reference.is_empty()
+        || reference.len() > REFERENCE_BYTES_MAX
+        || !reference.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(PspError::refused("invalid_reference"));
+    }
+    Ok(())
+}
+
 /// Checks a PSP object id before it goes into a URL path or a form: 1 to
 /// [`OBJECT_ID_BYTES_MAX`] bytes of ASCII letters, digits and `_`.
 ///
@@ -183,8 +201,8 @@ pub struct CreatePaymentIntent {
     pub payment_method: PaymentMethodToken,
     /// The tenant, sent as `metadata[tenant]`.
     pub tenant: TenantId,
-    /// Bastion's payment id, sent as `metadata[bastion_payment_id]` (checked like an
-    /// object id).
+    /// Bastion's payment id (e.g. a UUID), sent as `metadata[bastion_payment_id]` (checked by
+    /// [`check_reference`]).
     pub payment_id: String,
     /// The PSP's customer id (`cus_…`), if the payment belongs to a stored customer.
     pub customer: Option<String>,
@@ -199,7 +217,8 @@ pub struct CreateRefund {
     pub amount_minor: i64,
     /// The tenant, sent as `metadata[tenant]`.
     pub tenant: TenantId,
-    /// Bastion's refund id, sent as `metadata[bastion_refund_id]`.
+    /// Bastion's refund id (e.g. a UUID), sent as `metadata[bastion_refund_id]` (checked by
+    /// [`check_reference`]).
     pub refund_id: String,
 }
 

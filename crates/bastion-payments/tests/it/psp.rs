@@ -4,7 +4,7 @@
 
 use bastion_payments::psp::{
     ApiKey, IdempotencyKey, PaymentIntentStatus, PaymentMethodToken, Psp, PspError, StripeConfig,
-    StripePsp, check_object_id,
+    StripePsp, check_object_id, check_reference,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -31,6 +31,11 @@ fn keys_tokens_and_ids_parse_strictly() {
         assert!(check_object_id(bad).is_err(), "{bad}");
     }
     assert!(check_object_id("pi_3MtwBwLkdIwHu7ix28a3tqPa").is_ok());
+    // Bastion's own references may be UUIDs (hyphens), never blanks or control characters.
+    assert!(check_reference("7f0c7c1e-3b8e-4d7e-9d55-0a4cbb1c2d3e").is_ok());
+    for bad in ["", "a b", "x\n", &"r".repeat(256)] {
+        assert!(check_reference(bad).is_err(), "{bad}");
+    }
     for bad in ["pk_test_abcdef", "sk_", "sk_test ", "sk_live_\n123"] {
         assert!(ApiKey::parse(bad).is_err(), "{bad}");
     }

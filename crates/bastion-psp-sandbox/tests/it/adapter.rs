@@ -22,7 +22,10 @@ async fn visa_succeeds_with_metadata_and_a_charge() {
     let sb = start(&[]).await;
     let psp = sb.psp();
     let pi = psp
-        .create_payment_intent(&create(1234, "pm_card_visa", "pay_1"), &key("k-visa"))
+        .create_payment_intent(
+            &create(1234, "pm_card_visa", "7f0c7c1e-3b8e-4d7e-9d55-0a4cbb1c2d3e"),
+            &key("k-visa"),
+        )
         .await
         .unwrap();
     assert_eq!(pi.status, PaymentIntentStatus::Succeeded);
@@ -46,7 +49,10 @@ async fn visa_succeeds_with_metadata_and_a_charge() {
         raw["metadata"]["tenant"],
         "0b7e2a2e-52a5-4a53-9a3e-6f1f9c1d2e3f"
     );
-    assert_eq!(raw["metadata"]["bastion_payment_id"], "pay_1");
+    assert_eq!(
+        raw["metadata"]["bastion_payment_id"],
+        "7f0c7c1e-3b8e-4d7e-9d55-0a4cbb1c2d3e"
+    );
     assert_eq!(raw["currency"], "eur");
 }
 
