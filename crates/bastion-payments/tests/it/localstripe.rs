@@ -43,12 +43,11 @@ fn venv_python() -> PathBuf {
 /// Starts localstripe on a free loopback port; returns the child (killed on drop) and the
 /// base URL once it prints its `listening` line.
 async fn start_localstripe() -> (Child, String) {
-    let tmp = std::env::temp_dir().join(format!("bastion-localstripe-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    // No shared state between processes: the launcher turns off localstripe's dump to its
+    // fixed /tmp/localstripe.pickle (TMPDIR would not help: the path is hard-coded).
     let mut child = Command::new(venv_python())
         .arg(repo_root().join("scripts/peers/run-localstripe.py"))
         .args(["--port", "0"])
-        .env("TMPDIR", &tmp)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
