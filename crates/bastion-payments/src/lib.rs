@@ -1,5 +1,5 @@
-//! Bastion's payments core. It starts with [`webhook`]: verifying that a webhook really comes
-//! from the payment service provider (PSP) before anything acts on it.
+//! Bastion's payments core: [`webhook`] verifies that a webhook really comes from the payment
+//! service provider (PSP) before anything acts on it, and [`psp`] talks to the PSP.
 //!
 //! - [`webhook::stripe`] — Stripe's `Stripe-Signature` scheme (Stripe docs, "Verify webhook
 //!   signatures manually"): HMAC-SHA256 keyed by the whole `whsec_…` string over
@@ -13,9 +13,15 @@
 //!   [`webhook::WebhookError`].
 //! - [`webhook::StripeEvent`] — the fields of a Stripe event a later layer needs to
 //!   deduplicate by event id and order state changes by time.
+//! - [`psp::Psp`] — the PSP operations Bastion uses (create and confirm a PaymentIntent with
+//!   a tokenized payment method and Bastion's idempotency key, retrieve, refund, list balance
+//!   transactions), with 3DS `next_action` handed back unchanged; [`psp::StripePsp`] speaks
+//!   Stripe's HTTP API over reqwest (real Stripe, localstripe, `bastion-psp-sandbox`).
 //!
 //! Verification always runs on the raw body bytes as received, never on re-serialized JSON
-//! (case P3). No function here does I/O or reads the wall clock; no error, log or `Debug`
-//! output contains a secret or an expected signature.
+//! (case P3). The webhook module does no I/O; the only I/O in this crate is `StripePsp`'s
+//! outgoing HTTPS calls to the configured PSP. Nothing reads the wall clock; no error, log or
+//! `Debug` output contains an API key, a secret or an expected signature.
 
+pub mod psp;
 pub mod webhook;

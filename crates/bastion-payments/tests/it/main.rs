@@ -1,7 +1,9 @@
-//! Integration tests for bastion-payments' webhook module: the published vectors, cases
-//! P1–P3 of the payments cases, strict
-//! parsing, rotation, limits, property tests (a flipped byte fails) and interop with
-//! independent implementations run as real processes (stripe-node, standardwebhooks).
+//! Integration tests for bastion-payments: the webhook module (the published vectors, cases
+//! P1–P3 of the payments cases, strict parsing, rotation, limits, property tests — a flipped
+//! byte fails — and interop with independent implementations run as real processes:
+//! stripe-node, standardwebhooks), the PSP module's unit rules, and `StripePsp` against the
+//! real localstripe peer. (`StripePsp` against Bastion's own sandbox is tested in
+//! bastion-psp-sandbox.)
 #![expect(
     clippy::unwrap_used,
     clippy::panic,
@@ -9,8 +11,10 @@
 )]
 
 mod events;
+mod localstripe;
 mod peers;
 mod props;
+mod psp;
 mod standard;
 mod stripe;
 mod vectors;
