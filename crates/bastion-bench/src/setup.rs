@@ -100,6 +100,7 @@ async fn instance(
             max_body_bytes: bastion_server::config::MAX_BODY_BYTES_DEFAULT,
             request_timeout_secs: bastion_server::config::REQUEST_TIMEOUT_SECS_DEFAULT,
             issuer: ISSUER.to_owned(),
+            webhooks: Vec::new(),
         }),
     };
     Ok((state, authz))

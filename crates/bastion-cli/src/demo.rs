@@ -154,6 +154,7 @@ pub async fn run(
         max_body_bytes: bastion_server::config::MAX_BODY_BYTES_DEFAULT,
         request_timeout_secs: bastion_server::config::REQUEST_TIMEOUT_SECS_DEFAULT,
         issuer: url.clone(),
+        webhooks: Vec::new(),
     };
     let services = runtime::build(BuildArgs {
         app_dir: &app_dir,

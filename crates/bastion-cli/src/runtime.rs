@@ -285,6 +285,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         max_body_bytes: cfg.server.max_body_bytes,
         request_timeout_secs: cfg.server.request_timeout_secs,
         issuer: cfg.identity.issuer.trim_end_matches('/').to_owned(),
+        webhooks: Vec::new(),
     };
     let services = build(BuildArgs {
         app_dir: &cfg.app.dir,

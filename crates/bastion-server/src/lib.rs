@@ -9,5 +9,6 @@ pub mod http_layers;
 pub mod listen;
 pub mod problem;
 mod routes;
+pub mod webhooks;
 
 pub use routes::{AppState, ServerOptions, router};

@@ -68,6 +68,8 @@ pub enum Code {
     Unavailable,
     /// 408: the request took too long.
     Timeout,
+    /// 401: a webhook whose signature, signature header or timestamp did not verify.
+    WebhookSignature,
 }
 
 impl Code {
@@ -130,6 +132,11 @@ impl Code {
                 "Service unavailable",
             ),
             Self::Timeout => (StatusCode::REQUEST_TIMEOUT, "timeout", "Request timeout"),
+            Self::WebhookSignature => (
+                StatusCode::UNAUTHORIZED,
+                "webhook-signature",
+                "Webhook signature not verified",
+            ),
         }
     }
 }

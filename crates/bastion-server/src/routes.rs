@@ -47,6 +47,8 @@ pub struct ServerOptions {
     pub request_timeout_secs: u64,
     /// Public base URL (`iss` and metadata), no trailing slash.
     pub issuer: String,
+    /// Webhook providers served at `/v1/webhooks/{provider}` (none: every provider is 404).
+    pub webhooks: Vec<crate::webhooks::WebhookEndpoint>,
 }
 
 /// Builds the router with every transport control applied.
@@ -68,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/oauth-protected-resource", get(pr_metadata))
         .route("/v1/tools", get(list_tools))
         .route("/v1/tools/{name}", post(call_tool))
+        .route("/v1/webhooks/{provider}", post(crate::webhooks::receive))
         .fallback(|| async { Problem::of(Code::NotFound) })
         .with_state(state)
         // Layers wrap what is above them: the limits answer first, their bare 413/408 are

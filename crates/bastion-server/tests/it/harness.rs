@@ -57,6 +57,7 @@ pub fn options(tls: bool, origins: &[&str]) -> ServerOptions {
         max_body_bytes: MAX_BODY,
         request_timeout_secs: 30,
         issuer: ISSUER.to_owned(),
+        webhooks: Vec::new(),
     }
 }
 

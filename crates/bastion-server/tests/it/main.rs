@@ -13,3 +13,4 @@ mod listener;
 mod matrix;
 mod platform;
 mod records;
+mod webhooks;
