@@ -293,6 +293,54 @@ pub async fn users(db: &DbArgs, cmd: UsersCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `bastion jobs ...`: the dead-letter queue of background jobs.
+#[derive(Debug, Subcommand)]
+pub enum JobsCmd {
+    /// List dead-lettered jobs (out of attempts), newest first.
+    Dead {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Put a dead-lettered job back in the queue with fresh attempts.
+    Replay {
+        /// The job id (from `bastion jobs dead`).
+        id: String,
+    },
+}
+
+/// `bastion jobs`.
+pub async fn jobs(db: &DbArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
+    let store = runtime::open_store(&db.url(), runtime::clock()).await?;
+    let mut sys = store.system().await?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        JobsCmd::Dead { limit } => {
+            let dead = bastion_store::jobs::list_dead(&mut sys, limit).await?;
+            for j in &dead {
+                writeln!(
+                    out,
+                    "{}\t{}\tattempts={}\tlast_error={}",
+                    j.id,
+                    j.kind,
+                    j.attempts,
+                    j.last_error.as_deref().unwrap_or("-")
+                )?;
+            }
+            writeln!(out, "{} dead job(s)", dead.len())?;
+        }
+        JobsCmd::Replay { id } => {
+            let id: bastion_store::jobs::JobId = id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("`{id}` is not a job id"))?;
+            bastion_store::jobs::replay_dead(&mut sys, id).await?;
+            writeln!(out, "ok: job {id} queued again")?;
+        }
+    }
+    sys.commit().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `bastion audit verify`.
 pub async fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
     let AuditCmd::Verify { db } = cmd;

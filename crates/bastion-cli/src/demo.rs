@@ -196,6 +196,7 @@ pub async fn run(
         let _ = tokio::signal::ctrl_c().await;
         let _ = tx.send(true);
     });
+    runtime::spawn_worker(services.state.store.clone(), rx.clone());
     listen::serve(
         listener,
         bastion_server::router(services.state),

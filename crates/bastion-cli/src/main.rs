@@ -82,6 +82,13 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::UsersCmd,
     },
+    /// Background jobs: the dead-letter queue.
+    Jobs {
+        #[command(flatten)]
+        db: commands::DbArgs,
+        #[command(subcommand)]
+        cmd: commands::JobsCmd,
+    },
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -125,6 +132,7 @@ fn main() -> ExitCode {
             } => commands::migrate(&database_url, &app_role).await,
             Command::Tenants { db, cmd } => commands::tenants(&db, cmd).await,
             Command::Users { db, cmd } => commands::users(&db, cmd).await,
+            Command::Jobs { db, cmd } => commands::jobs(&db, cmd).await,
             Command::Audit { cmd } => commands::audit(cmd).await,
         }
     });

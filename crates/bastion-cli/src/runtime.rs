@@ -209,6 +209,65 @@ pub async fn build(a: BuildArgs<'_>) -> anyhow::Result<Services> {
     Ok(Services { state, identity })
 }
 
+/// The webhook endpoints of `[[payments.webhooks]]`, secrets read from their files.
+pub fn webhook_endpoints(
+    payments: &bastion_server::config::PaymentsSection,
+    clock: &SharedClock,
+) -> anyhow::Result<Vec<bastion_server::webhooks::WebhookEndpoint>> {
+    use bastion_server::config::WebhookScheme;
+    let mut out = Vec::new();
+    for w in &payments.webhooks {
+        let ok = !w.provider.is_empty()
+            && w.provider.len() <= 32
+            && w.provider
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok {
+            bail!(
+                "payments.webhooks: provider `{}` must be 1..=32 of [a-z0-9_-]",
+                w.provider
+            );
+        }
+        let mut secrets = Vec::new();
+        for f in &w.secret_files {
+            let bytes = read_secret_file(f)?;
+            secrets.push(
+                String::from_utf8(bytes).with_context(|| {
+                    format!("the webhook secret file {} is not text", f.display())
+                })?,
+            );
+        }
+        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let scheme = match w.scheme {
+            WebhookScheme::Stripe => bastion_payments::webhook::ProviderKind::Stripe,
+            WebhookScheme::Standard => bastion_payments::webhook::ProviderKind::StandardWebhooks,
+        };
+        let verifier = bastion_payments::webhook::WebhookVerifier::new(
+            scheme,
+            &refs,
+            w.tolerance_secs,
+            Arc::clone(clock),
+        )
+        .map_err(|e| anyhow::anyhow!("payments.webhooks `{}`: {e}", w.provider))?;
+        out.push(bastion_server::webhooks::WebhookEndpoint {
+            provider: w.provider.clone(),
+            verifier,
+        });
+    }
+    Ok(out)
+}
+
+/// Starts the job worker (webhook handlers, retries, dead letters) until `stop`.
+pub fn spawn_worker(store: Store, stop: tokio::sync::watch::Receiver<bool>) {
+    let name = format!("bastion-{}", std::process::id());
+    let worker = bastion_tools::worker::Worker::new(
+        store,
+        bastion_tools::worker::WorkerConfig::named(&name),
+    )
+    .with_standard_handlers();
+    tokio::spawn(worker.run(stop));
+}
+
 /// Binds and serves until Ctrl-C.
 pub async fn run_server(
     state: AppState,
@@ -226,6 +285,7 @@ pub async fn run_server(
         let _ = tokio::signal::ctrl_c().await;
         let _ = tx.send(true);
     });
+    spawn_worker(state.store.clone(), rx.clone());
     listen::serve(
         listener,
         bastion_server::router(state),
@@ -285,7 +345,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         max_body_bytes: cfg.server.max_body_bytes,
         request_timeout_secs: cfg.server.request_timeout_secs,
         issuer: cfg.identity.issuer.trim_end_matches('/').to_owned(),
-        webhooks: Vec::new(),
+        webhooks: webhook_endpoints(&cfg.payments, &clock)?,
     };
     let services = build(BuildArgs {
         app_dir: &cfg.app.dir,

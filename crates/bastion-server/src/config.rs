@@ -59,6 +59,48 @@ pub struct Config {
     pub database: DatabaseSection,
     /// Token issuance.
     pub identity: IdentitySection,
+    /// Payments: webhook providers (optional).
+    #[serde(default)]
+    pub payments: PaymentsSection,
+}
+
+/// `[payments]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsSection {
+    /// `[[payments.webhooks]]`: one per provider served at `/v1/webhooks/{provider}`.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSection>,
+}
+
+/// Webhook signature scheme of a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookScheme {
+    /// `Stripe-Signature` (HMAC-SHA256 keyed by the whole `whsec_…` string).
+    Stripe,
+    /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+    Standard,
+}
+
+/// `[[payments.webhooks]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// Path segment, `[a-z0-9_-]`, e.g. `stripe`.
+    pub provider: String,
+    /// Signature scheme.
+    pub scheme: WebhookScheme,
+    /// Files each holding one signing secret (`whsec_…`), mode 0600. Several while a secret
+    /// is being rotated: add the new file, switch the sender, then remove the old one.
+    pub secret_files: Vec<PathBuf>,
+    /// Accepted clock difference in both directions, seconds (default 300).
+    #[serde(default = "default_tolerance")]
+    pub tolerance_secs: u64,
+}
+
+fn default_tolerance() -> u64 {
+    300
 }
 
 fn default_profile() -> Profile {

@@ -135,13 +135,12 @@ async fn accept(s: &AppState, provider: &str, event: &VerifiedEvent) -> Result<b
     let unavailable = || Problem::of(Code::Unavailable).into_response();
     let bad = || Problem::of(Code::BadRequest).into_response();
     let body = std::str::from_utf8(&event.body).map_err(|_| bad())?;
-    // The object's own ordering (its `created`, else the event's) for P6.
+    // State changes are ordered by when the provider emitted them (the event's `created`;
+    // handlers break ties within a second by the status's place in the object's life), so an
+    // older event never overwrites a newer state (P6).
     let object = StripeEvent::parse(&event.body).ok();
     let object_id = object.as_ref().and_then(|o| o.object_id.clone());
-    let ordering = object
-        .as_ref()
-        .and_then(|o| o.object_created)
-        .unwrap_or(event.created);
+    let ordering = event.created;
     let mut sys = s.store.system().await.map_err(|_| unavailable())?;
     let recorded = webhook::record_event(
         &mut sys,

@@ -15,6 +15,7 @@
 mod error;
 mod pipeline;
 mod redact;
+pub mod worker;
 
 pub use error::ToolError;
 pub use pipeline::{CallContext, Pipeline, ToolInfo, ToolOutput};

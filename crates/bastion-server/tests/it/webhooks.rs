@@ -184,3 +184,179 @@ async fn both_secrets_verify_during_rotation() {
         assert_eq!(r.status.as_u16(), 200, "{s}: {}", text(&r));
     }
 }
+
+// --- the job worker: P6 and P8 -----------------------------------------------------------
+
+fn pi_event(id: &str, kind: &str, status: &str, created: i64) -> String {
+    format!(
+        "{{\"id\":\"{id}\",\"object\":\"event\",\"type\":\"{kind}\",\"created\":{created},\"data\":{{\"object\":{{\"id\":\"pi_p6\",\"object\":\"payment_intent\",\"status\":\"{status}\",\"created\":{}}}}}}}",
+        T0 - 100
+    )
+}
+
+fn worker(app: &TestApp) -> bastion_tools::worker::Worker {
+    bastion_tools::worker::Worker::new(
+        app.store.clone(),
+        bastion_tools::worker::WorkerConfig::named("test-worker"),
+    )
+    .with_standard_handlers()
+}
+
+#[tokio::test]
+async fn p6_a_newer_succeeded_event_is_not_overwritten_by_an_older_processing_one() {
+    use bastion_store::{TenantScope, payments, records};
+    let app = app().await;
+    let tenant = app.tenant_id("acme");
+    let buyer = app.user("acme", "buyer").id;
+    let mut tx = app
+        .store
+        .begin(TenantScope::pre_auth(tenant))
+        .await
+        .unwrap();
+    let quote = records::insert_record(
+        &mut tx,
+        "quote",
+        buyer,
+        serde_json::json!({"title": "q"}),
+        &[],
+    )
+    .await
+    .unwrap();
+    let payment = payments::insert(
+        &mut tx,
+        &payments::NewPayment {
+            record_id: quote.id,
+            psp: "stripe",
+            psp_payment_id: "pi_p6",
+            amount: bastion_types::Money {
+                minor: 10_000,
+                currency: bastion_types::Currency::parse("EUR").unwrap(),
+            },
+            status: "requires_confirmation",
+            status_version: 0,
+            customer_id: buyer,
+            card_fingerprint: None,
+            next_action: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // The newer event arrives and is handled first; the older one after it.
+    for body in [
+        pi_event("evt_new", "payment_intent.succeeded", "succeeded", T0 - 10),
+        pi_event(
+            "evt_old",
+            "payment_intent.processing",
+            "processing",
+            T0 - 20,
+        ),
+    ] {
+        let sig = sign(&secret(NEW), T0, body.as_bytes());
+        assert_eq!(
+            deliver(&app, "stripe", Some(&sig), &body)
+                .await
+                .status
+                .as_u16(),
+            200
+        );
+        let report = worker(&app).run_once().await.unwrap();
+        assert_eq!((report.done, report.retried, report.dead), (1, 0, 0));
+    }
+    let mut tx = app
+        .store
+        .begin(TenantScope::pre_auth(tenant))
+        .await
+        .unwrap();
+    let now = payments::get(&mut tx, payment.id).await.unwrap().unwrap();
+    assert_eq!(now.status, "succeeded");
+    // Both events were applied or refused on the tenant's chain, with the outcome.
+    let chain = bastion_store::audit::read_chain(&mut tx).await.unwrap();
+    let status_records: Vec<&str> = chain
+        .records
+        .iter()
+        .filter(|r| r.body.contains("\"payment.status\""))
+        .map(|r| r.body.as_str())
+        .collect();
+    assert_eq!(status_records.len(), 2);
+    assert!(
+        status_records
+            .iter()
+            .any(|b| b.contains("\"processing\"") && b.contains("\"applied\":false"))
+    );
+    drop(tx);
+    // A second round has nothing to do; redelivery of the old event changes nothing.
+    assert_eq!(worker(&app).run_once().await.unwrap().done, 0);
+}
+
+struct AlwaysFails;
+
+impl bastion_tools::worker::JobHandler for AlwaysFails {
+    fn handle<'a>(
+        &'a self,
+        _: &'a bastion_store::Store,
+        _: &'a bastion_store::jobs::Job,
+    ) -> bastion_tools::worker::HandlerFuture<'a> {
+        Box::pin(async { Err(bastion_tools::worker::JobFailure("downstream refused")) })
+    }
+}
+
+#[tokio::test]
+async fn p8_a_failing_handler_is_retried_with_backoff_then_dead_lettered_with_an_alert_and_replayable()
+ {
+    let app = app().await;
+    let mut sys = app.store.system().await.unwrap();
+    let id = jobs::enqueue(
+        &mut sys,
+        &jobs::NewJob {
+            kind: "test.always_fails",
+            payload: "{}",
+            max_attempts: 3,
+            delay_secs: 0,
+        },
+    )
+    .await
+    .unwrap();
+    sys.commit().await.unwrap();
+    let w = bastion_tools::worker::Worker::new(
+        app.store.clone(),
+        bastion_tools::worker::WorkerConfig::named("test-worker"),
+    )
+    .with_handler("test.always_fails", Arc::new(AlwaysFails));
+    let mut retried = 0;
+    let mut dead = 0;
+    for _ in 0..10 {
+        let r = w.run_once().await.unwrap();
+        retried += r.retried;
+        dead += r.dead;
+        // Past any backoff (cap 900 s).
+        app.clock.advance(901);
+    }
+    assert_eq!(
+        (retried, dead),
+        (2, 1),
+        "two retries, then the dead-letter queue"
+    );
+    let mut sys = app.store.system().await.unwrap();
+    let dead_jobs = jobs::list_dead(&mut sys, 10).await.unwrap();
+    assert_eq!(dead_jobs.len(), 1);
+    assert_eq!(dead_jobs[0].id, id);
+    assert_eq!(
+        dead_jobs[0].last_error.as_deref(),
+        Some("downstream refused")
+    );
+    let alerts = audit::system_read_chain(&mut sys)
+        .await
+        .unwrap()
+        .records
+        .iter()
+        .filter(|r| r.body.contains("\"job.dead_lettered\""))
+        .count();
+    assert_eq!(alerts, 1);
+    // Nothing lost: replay puts it back in the queue.
+    jobs::replay_dead(&mut sys, id).await.unwrap();
+    sys.commit().await.unwrap();
+    let r = w.run_once().await.unwrap();
+    assert_eq!(r.retried, 1, "the replayed job ran again");
+}
