@@ -9,7 +9,7 @@
 //!   and the system audit chain.
 //!
 //! Repositories: [`tenants`], [`users`], [`mfa`], [`refresh`], [`throttle`], [`records`],
-//! [`audit`].
+//! [`audit`], [`ledger`] (double-entry journal, balances checked by the database).
 //!
 //! SQLite is the embedded backend (WAL, foreign keys on, `BEGIN IMMEDIATE` so writers are
 //! serialised). SQLite has no row-level security: there, isolation rests on [`TenantTx`] and
@@ -30,6 +30,7 @@ mod rls;
 mod sql;
 
 pub mod audit;
+pub mod ledger;
 pub mod mfa;
 pub mod records;
 pub mod refresh;
