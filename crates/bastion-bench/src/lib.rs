@@ -10,6 +10,9 @@
 //! 3. Refresh-token rotations per second through `IdentityService::refresh`: a sequential
 //!    chain, independent families in parallel, and a chain over `POST /oauth/token`.
 //!
+//! A second target, `cargo bench -p bastion-bench --bench ledger` ([`ledger`]), measures
+//! durable journal entries per second on SQLite and PostgreSQL side by side.
+//!
 //! It prints a Markdown table on stdout (progress goes to stderr). Time is measured with
 //! `std::time::Instant` in one function, [`stats::now`]; nothing else in Bastion reads it.
 //!
@@ -17,6 +20,7 @@
 //! `cargo test --all-targets` builds it and returns at once.
 
 pub mod cedar;
+pub mod ledger;
 pub mod list;
 pub mod refresh;
 pub mod setup;
@@ -170,7 +174,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     eprintln!("bastion-bench: {msg}");
 }
 
@@ -212,14 +216,14 @@ fn fsync_floor(dir: &Path, n: usize) -> Result<Samples, BenchError> {
 }
 
 /// `/proc/loadavg`'s first three fields: other work on the machine skews every figure.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -526,7 +530,7 @@ pub async fn run(sz: Sizes) -> Result<String, BenchError> {
 }
 
 /// u64 → f64 for display arithmetic (values far below 2^52).
-fn p(x: u64) -> f64 {
+pub(crate) fn p(x: u64) -> f64 {
     x as f64
 }
 

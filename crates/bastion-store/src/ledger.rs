@@ -735,15 +735,18 @@ pub async fn entries_for_reference(
     if entries.is_empty() {
         return Ok(entries);
     }
+    // The postings of exactly the entries returned (the same bounded selection).
     let postings = sql::query(
         "SELECT p.entry_id, p.seq, p.account_id, p.amount_minor, p.currency
-         FROM postings p JOIN journal_entries e
-           ON e.tenant_id = p.tenant_id AND e.id = p.entry_id
-         WHERE p.tenant_id = $1 AND e.reference = $2
+         FROM postings p
+         WHERE p.tenant_id = $1 AND p.entry_id IN (
+             SELECT e.id FROM journal_entries e WHERE e.tenant_id = $1 AND e.reference = $2
+             ORDER BY e.created_at, e.id LIMIT $3)
          ORDER BY p.entry_id, p.seq",
     )
     .bind(&tenant)
     .bind(reference)
+    .bind(limit)
     .fetch_all(tx.conn())
     .await?;
     let mut by_entry: BTreeMap<EntryId, Vec<Posting>> = BTreeMap::new();
