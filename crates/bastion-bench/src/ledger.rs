@@ -284,6 +284,8 @@ pub async fn run(sz: LedgerSizes) -> Result<String, BenchError> {
     for kind in [BackendKind::Sqlite, BackendKind::Postgres] {
         runs.push(run_backend(kind, sz, dir.path()).await?);
     }
+    crate::progress("fsync probe next to the SQLite file");
+    let fsync = crate::fsync_floor(dir.path(), if sz.quick { 30 } else { 300 })?.summary();
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let mut md = format!(
         "## Ledger benchmark ({} run)\n\n- machine: {cores} CPU(s), {}; load average (1/5/15 min) at start {load_before}, at end {}\n",
@@ -330,6 +332,15 @@ pub async fn run(sz: LedgerSizes) -> Result<String, BenchError> {
             ));
         }
     }
+    md.push_str(&format!(
+        "| disk | fsync floor: 4 KiB write + fdatasync | {} | {:.0} | {} | {} | {} | {} | |\n",
+        fsync.n,
+        fsync.ops_per_sec,
+        fmt_ns(fsync.mean_ns),
+        fmt_ns(crate::p(fsync.p50_ns)),
+        fmt_ns(crate::p(fsync.p99_ns)),
+        fmt_ns(crate::p(fsync.max_ns)),
+    ));
     Ok(md)
 }
 

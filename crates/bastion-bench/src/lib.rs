@@ -197,7 +197,7 @@ impl Row {
 
 /// Writes and fdatasyncs a 4 KiB block `n` times next to the database: the floor under any
 /// committed SQLite transaction (`synchronous=FULL` syncs the WAL at each commit).
-fn fsync_floor(dir: &Path, n: usize) -> Result<Samples, BenchError> {
+pub(crate) fn fsync_floor(dir: &Path, n: usize) -> Result<Samples, BenchError> {
     let path = dir.join("fsync-probe");
     let mut f = std::fs::File::create(&path).ctx("fsync probe")?;
     let block = [0x5a_u8; 4096];
