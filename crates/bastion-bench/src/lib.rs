@@ -15,6 +15,9 @@
 //!
 //! `BENCH_SUITE=sqlite` or `BENCH_SUITE=postgres` runs one part only (default: both).
 //!
+//! A second target, `cargo bench -p bastion-bench --bench ledger` ([`ledger`]), measures
+//! durable journal entries per second on SQLite and PostgreSQL side by side.
+//!
 //! It prints a Markdown table on stdout (progress goes to stderr). Time is measured with
 //! `std::time::Instant` in one function, [`stats::now`]; nothing else in Bastion reads it.
 //!
@@ -22,6 +25,7 @@
 //! `cargo test --all-targets` builds it and returns at once.
 
 pub mod cedar;
+pub mod ledger;
 pub mod list;
 pub mod pg;
 pub mod refresh;
@@ -192,7 +196,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     eprintln!("bastion-bench: {msg}");
 }
 
@@ -215,7 +219,7 @@ impl Row {
 
 /// Writes and fdatasyncs a 4 KiB block `n` times next to the database: the floor under any
 /// committed SQLite transaction (`synchronous=FULL` syncs the WAL at each commit).
-fn fsync_floor(dir: &Path, n: usize) -> Result<Samples, BenchError> {
+pub(crate) fn fsync_floor(dir: &Path, n: usize) -> Result<Samples, BenchError> {
     let path = dir.join("fsync-probe");
     let mut f = std::fs::File::create(&path).ctx("fsync probe")?;
     let block = [0x5a_u8; 4096];
@@ -234,14 +238,14 @@ fn fsync_floor(dir: &Path, n: usize) -> Result<Samples, BenchError> {
 }
 
 /// `/proc/loadavg`'s first three fields: other work on the machine skews every figure.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -637,7 +641,7 @@ pub async fn run_pg(sz: pg::PgSizes) -> Result<String, BenchError> {
 }
 
 /// u64 → f64 for display arithmetic (values far below 2^52).
-fn p(x: u64) -> f64 {
+pub(crate) fn p(x: u64) -> f64 {
     x as f64
 }
 

@@ -48,6 +48,11 @@ const MIGRATIONS_SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0001_init.sql"),
     },
     Migration {
+        version: 2,
+        name: "ledger",
+        sql: include_str!("../migrations/sqlite/0002_ledger.sql"),
+    },
+    Migration {
         version: 3,
         name: "payments",
         sql: include_str!("../migrations/sqlite/0003_payments.sql"),
@@ -59,6 +64,11 @@ pub(crate) const MIGRATIONS_POSTGRES: &[Migration] = &[
         version: 1,
         name: "init",
         sql: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "ledger",
+        sql: include_str!("../migrations/postgres/0002_ledger.sql"),
     },
     Migration {
         version: 3,

@@ -9,8 +9,8 @@
 //!   the [`webhook`] inbox, the [`jobs`] queue, payment routes and the system audit chain.
 //!
 //! Repositories: [`tenants`], [`users`], [`mfa`], [`refresh`], [`throttle`], [`records`],
-//! [`audit`], and for payments [`idempotency`], [`payments`], [`velocity`], [`webhook`],
-//! [`jobs`].
+//! [`audit`], [`ledger`] (double-entry journal, balances checked by the database), and for
+//! payments [`idempotency`], [`payments`], [`velocity`], [`webhook`], [`jobs`].
 //!
 //! SQLite is the embedded backend (WAL, foreign keys on, `BEGIN IMMEDIATE` so writers are
 //! serialised). SQLite has no row-level security: there, isolation rests on [`TenantTx`] and
@@ -33,6 +33,7 @@ mod sql;
 pub mod audit;
 pub mod idempotency;
 pub mod jobs;
+pub mod ledger;
 pub mod mfa;
 pub mod payments;
 pub mod records;

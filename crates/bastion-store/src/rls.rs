@@ -47,6 +47,9 @@ const GRANTS: &[(&str, &str)] = &[
     ("record_parents", "SELECT, INSERT, UPDATE, DELETE"),
     ("audit_log", "SELECT, INSERT"),
     ("audit_heads", "SELECT, INSERT, UPDATE"),
+    ("ledger_accounts", "SELECT, INSERT, UPDATE"),
+    ("journal_entries", "SELECT, INSERT"),
+    ("postings", "SELECT, INSERT"),
     ("idempotency_keys", "SELECT, INSERT, UPDATE, DELETE"),
     ("webhook_inbox", "SELECT, INSERT, UPDATE, DELETE"),
     ("jobs", "SELECT, INSERT, UPDATE, DELETE"),
@@ -175,7 +178,10 @@ fn grant_script(app_role: &str) -> String {
     }
     s.push_str(&format!(
         "REVOKE ALL ON FUNCTION audit_refuse(), audit_head_checked() FROM PUBLIC;\n\
-         GRANT EXECUTE ON FUNCTION app_tenant_id() TO {role};\n"
+         GRANT EXECUTE ON FUNCTION app_tenant_id() TO {role};\n\
+         REVOKE ALL ON FUNCTION ledger_posting_checked(), ledger_entry_balanced(), \
+         ledger_refuse(), ledger_account_checked(), ledger_lock_entry(text, text) FROM PUBLIC;\n\
+         GRANT EXECUTE ON FUNCTION ledger_lock_entry(text, text) TO {role};\n"
     ));
     s
 }
