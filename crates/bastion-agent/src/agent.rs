@@ -291,7 +291,11 @@ impl Agent {
     /// An agent over `provider` with `limits`; reply URLs survive only to hosts in
     /// `url_allowlist`.
     #[must_use]
-    pub fn new(provider: Arc<dyn ModelProvider>, limits: Limits, url_allowlist: UrlAllowlist) -> Self {
+    pub fn new(
+        provider: Arc<dyn ModelProvider>,
+        limits: Limits,
+        url_allowlist: UrlAllowlist,
+    ) -> Self {
         Agent {
             provider,
             limits,
@@ -607,10 +611,16 @@ fn validate(input: &ChatInput<'_>) -> Result<(), AgentError> {
 }
 
 /// `v` with placeholders of allowed kinds restored in every string.
-fn restore_json(v: &Value, masker: &Masker, allowed: &(dyn Fn(EntityKind) -> bool + Sync)) -> Value {
+fn restore_json(
+    v: &Value,
+    masker: &Masker,
+    allowed: &(dyn Fn(EntityKind) -> bool + Sync),
+) -> Value {
     match v {
         Value::String(s) => Value::String(masker.restore(s, allowed)),
-        Value::Array(a) => Value::Array(a.iter().map(|x| restore_json(x, masker, allowed)).collect()),
+        Value::Array(a) => {
+            Value::Array(a.iter().map(|x| restore_json(x, masker, allowed)).collect())
+        }
         Value::Object(o) => Value::Object(
             o.iter()
                 .map(|(k, x)| (k.clone(), restore_json(x, masker, allowed)))

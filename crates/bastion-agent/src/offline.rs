@@ -67,7 +67,8 @@ impl Offline {
                             .split('_')
                             .filter(|part| {
                                 words.iter().any(|w| {
-                                    *w == *part || w.trim_end_matches('s') == part.trim_end_matches('s')
+                                    *w == *part
+                                        || w.trim_end_matches('s') == part.trim_end_matches('s')
                                 })
                             })
                             .count();

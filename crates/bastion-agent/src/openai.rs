@@ -35,7 +35,9 @@ impl ApiKey {
     /// [`ProviderError::Config`] otherwise (the message does not hold the key).
     pub fn new(key: impl Into<String>) -> Result<Self, ProviderError> {
         let key = key.into();
-        if key.is_empty() || key.len() > API_KEY_LEN_MAX || !key.bytes().all(|b| b.is_ascii_graphic())
+        if key.is_empty()
+            || key.len() > API_KEY_LEN_MAX
+            || !key.bytes().all(|b| b.is_ascii_graphic())
         {
             return Err(ProviderError::Config {
                 reason: "api key must be 1 to 512 visible ascii characters",
@@ -101,7 +103,9 @@ impl OpenAiCompatible {
         };
         let scheme_ok = base.scheme() == "https" || (base.scheme() == "http" && loopback);
         if !scheme_ok {
-            return Err(config("base url must be https (or http to a loopback host)"));
+            return Err(config(
+                "base url must be https (or http to a loopback host)",
+            ));
         }
         if base.cannot_be_a_base()
             || !base.username().is_empty()

@@ -23,13 +23,28 @@ pub struct CountingExecutor {
 
 impl CountingExecutor {
     pub fn executed_names(&self) -> Vec<String> {
-        self.executed.lock().unwrap().iter().map(|(n, _)| n.clone()).collect()
+        self.executed
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect()
     }
     pub fn attempts_of(&self, tool: &str) -> usize {
-        self.attempts.lock().unwrap().iter().filter(|(n, _)| n == tool).count()
+        self.attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, _)| n == tool)
+            .count()
     }
     pub fn executed_of(&self, tool: &str) -> usize {
-        self.executed.lock().unwrap().iter().filter(|(n, _)| n == tool).count()
+        self.executed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, _)| n == tool)
+            .count()
     }
 }
 
@@ -39,14 +54,24 @@ impl ToolExecutor for CountingExecutor {
         name: &'a str,
         arguments: &'a Value,
     ) -> BoxFuture<'a, Result<Value, ExecError>> {
-        self.attempts.lock().unwrap().push((name.to_owned(), arguments.clone()));
+        self.attempts
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), arguments.clone()));
         let out = if self.denied.contains(&name) {
             Err(ExecError::Denied {
                 reason: format!("not allowed to call `{name}`"),
             })
         } else {
-            self.executed.lock().unwrap().push((name.to_owned(), arguments.clone()));
-            Ok(self.results.get(name).cloned().unwrap_or_else(|| json!({"ok": true})))
+            self.executed
+                .lock()
+                .unwrap()
+                .push((name.to_owned(), arguments.clone()));
+            Ok(self
+                .results
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| json!({"ok": true})))
         };
         Box::pin(async move { out })
     }
@@ -95,10 +120,16 @@ pub const IBAN: &str = "DE89 3704 0044 0532 0130 00";
 pub const IBAN_COMPACT: &str = "DE89370400440532013000";
 
 /// Every raw form of the A3 values (a body holding any of these leaked PII).
-pub const RAW_FORMS: &[&str] = &[CARD, CARD_DIGITS, SSN, "123456789", EMAIL, IBAN, IBAN_COMPACT];
+pub const RAW_FORMS: &[&str] = &[
+    CARD,
+    CARD_DIGITS,
+    SSN,
+    "123456789",
+    EMAIL,
+    IBAN,
+    IBAN_COMPACT,
+];
 
 pub fn a3_prompt() -> String {
-    format!(
-        "Please update my details: card {CARD}, SSN {SSN}, email {EMAIL}, IBAN {IBAN}. Thanks."
-    )
+    format!("Please update my details: card {CARD}, SSN {SSN}, email {EMAIL}, IBAN {IBAN}. Thanks.")
 }

@@ -22,10 +22,17 @@ use crate::common::*;
 
 const KEY: &str = "sk-test-bastion-agent-0123456789";
 
-#[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(Vec<(String, Vec<u8>)>, Vec<u8>)>>>);
+/// One received request: its headers (name, value bytes) and its body.
+type Received = (Vec<(String, Vec<u8>)>, Vec<u8>);
 
-async fn completions(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<Received>>>);
+
+async fn completions(
+    State(seen): State<Seen>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let hs = headers
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
@@ -64,7 +71,10 @@ async fn completions(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) 
 }
 
 async fn failing() -> impl IntoResponse {
-    (StatusCode::UNAUTHORIZED, format!("Incorrect API key provided: {KEY}. upstream details"))
+    (
+        StatusCode::UNAUTHORIZED,
+        format!("Incorrect API key provided: {KEY}. upstream details"),
+    )
 }
 
 async fn serve(router: Router) -> String {
@@ -83,10 +93,15 @@ async fn a3_over_http_no_raw_pii_and_key_only_in_authorization() {
             .with_state(seen.clone()),
     )
     .await;
-    let provider = OpenAiCompatible::new(&base, "test-model", ApiKey::new(KEY).unwrap(), "eu").unwrap();
+    let provider =
+        OpenAiCompatible::new(&base, "test-model", ApiKey::new(KEY).unwrap(), "eu").unwrap();
     assert!(!format!("{provider:?}").contains(KEY));
     let exec = CountingExecutor {
-        results: [("find_customer", json!({"id": "cus_1", "card": CARD, "ssn": SSN, "iban": IBAN}))].into(),
+        results: [(
+            "find_customer",
+            json!({"id": "cus_1", "card": CARD, "ssn": SSN, "iban": IBAN}),
+        )]
+        .into(),
         ..Default::default()
     };
     let mut m = masker();
@@ -107,7 +122,10 @@ async fn a3_over_http_no_raw_pii_and_key_only_in_authorization() {
     for (headers, body) in &seen {
         let text = String::from_utf8(body.clone()).unwrap();
         for raw in RAW_FORMS {
-            assert!(!text.contains(raw), "raw `{raw}` in a body sent to the provider");
+            assert!(
+                !text.contains(raw),
+                "raw `{raw}` in a body sent to the provider"
+            );
         }
         assert!(!text.contains(KEY), "the key is in a body");
         let v: Value = serde_json::from_str(&text).unwrap();
@@ -127,16 +145,31 @@ async fn a3_over_http_no_raw_pii_and_key_only_in_authorization() {
     // The second body carries the masked, spotlighted tool result and the model's call.
     let second: Value = serde_json::from_slice(&seen[1].1).unwrap();
     let msgs = second["messages"].as_array().unwrap();
-    assert_eq!(msgs[2]["tool_calls"][0]["function"]["name"], "find_customer");
+    assert_eq!(
+        msgs[2]["tool_calls"][0]["function"]["name"],
+        "find_customer"
+    );
     assert_eq!(msgs[3]["role"], "tool");
     assert_eq!(msgs[3]["tool_call_id"], "call_1");
-    assert!(msgs[3]["content"].as_str().unwrap().starts_with("<<untrusted id=1>>"));
+    assert!(
+        msgs[3]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("<<untrusted id=1>>")
+    );
 
     // End to end: executor got the restored e-mail; reply restores e-mail only.
     assert_eq!(exec.executed.lock().unwrap()[0].1, json!({"email": EMAIL}));
-    assert!(matches!(out.tool_calls[0].outcome, ToolOutcome::Executed { .. }));
+    assert!(matches!(
+        out.tool_calls[0].outcome,
+        ToolOutcome::Executed { .. }
+    ));
     assert!(out.reply.contains(EMAIL), "{}", out.reply);
-    assert!(!out.reply.contains(CARD) && out.reply.contains("<CARD_"), "{}", out.reply);
+    assert!(
+        !out.reply.contains(CARD) && out.reply.contains("<CARD_"),
+        "{}",
+        out.reply
+    );
     assert_eq!(out.usage.total(), 140 + 215);
     assert!(out.tainted);
 }
@@ -153,10 +186,19 @@ async fn provider_errors_hold_neither_key_nor_provider_text() {
     let err = provider.complete(&req).await.unwrap_err();
     assert_eq!(err, ProviderError::Status { status: 401 });
     let shown = format!("{err} {err:?}");
-    assert!(!shown.contains(KEY) && !shown.contains("upstream"), "{shown}");
+    assert!(
+        !shown.contains(KEY) && !shown.contains("upstream"),
+        "{shown}"
+    );
 
     // Nothing listens on port 9 of loopback (discard): a transport error, no details.
-    let provider = OpenAiCompatible::new("http://127.0.0.1:9/v1", "m", ApiKey::new(KEY).unwrap(), "eu").unwrap();
+    let provider = OpenAiCompatible::new(
+        "http://127.0.0.1:9/v1",
+        "m",
+        ApiKey::new(KEY).unwrap(),
+        "eu",
+    )
+    .unwrap();
     let err = provider.complete(&req).await.unwrap_err();
     assert!(matches!(err, ProviderError::Transport { .. }), "{err:?}");
 }
