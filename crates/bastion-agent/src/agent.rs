@@ -489,15 +489,13 @@ impl Agent {
         };
         run.tool_calls = run.tool_calls.saturating_add(1);
         let (outcome, for_model) = match (refusal, def) {
-            (Some(_), _) | (None, None) => {
-                let reason = refusal.unwrap_or("tool not offered to this user");
-                (
-                    ToolOutcome::Refused {
-                        reason: reason.to_owned(),
-                    },
-                    format!("refused: {reason}"),
-                )
-            }
+            (Some(reason), _) => (
+                ToolOutcome::Refused {
+                    reason: reason.to_owned(),
+                },
+                format!("refused: {reason}"),
+            ),
+            (None, None) => unreachable_refusal(),
             (None, Some(def)) => {
                 let args = restore_json(&call.arguments, masker, allowed);
                 if def.high_risk && tainted {
@@ -562,6 +560,17 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// `def.is_none()` always sets a refusal; kept total without a panic.
+fn unreachable_refusal() -> (ToolOutcome, String) {
+    let reason = "tool not offered to this user";
+    (
+        ToolOutcome::Refused {
+            reason: reason.to_owned(),
+        },
+        format!("refused: {reason}"),
+    )
 }
 
 /// The outcome and model-facing text of an executor error (reason masked).

