@@ -117,7 +117,12 @@ async fn pg_settings(owner_url: &str) -> Result<String, BenchError> {
         .await
         .ctx("connect")?;
     let mut out = Vec::new();
-    for name in ["server_version", "fsync", "synchronous_commit", "wal_sync_method"] {
+    for name in [
+        "server_version",
+        "fsync",
+        "synchronous_commit",
+        "wal_sync_method",
+    ] {
         let v: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {name}")))
             .fetch_one(&mut c)
             .await
@@ -134,7 +139,10 @@ async fn transfer(
     to: AccountId,
     i: usize,
 ) -> Result<(), BenchError> {
-    let mut tx = store.begin(TenantScope::pre_auth(tenant)).await.ctx("begin")?;
+    let mut tx = store
+        .begin(TenantScope::pre_auth(tenant))
+        .await
+        .ctx("begin")?;
     ledger::post_entry(
         &mut tx,
         NewEntry {
@@ -170,7 +178,10 @@ async fn run_backend(
     sys.commit().await.ctx("commit")?;
     let eur = Currency::parse("EUR").ctx("currency")?;
     let mut ids = Vec::with_capacity(ACCOUNTS);
-    let mut tx = store.begin(TenantScope::pre_auth(tenant)).await.ctx("begin")?;
+    let mut tx = store
+        .begin(TenantScope::pre_auth(tenant))
+        .await
+        .ctx("begin")?;
     for i in 0..ACCOUNTS {
         ids.push(
             ledger::account(&mut tx, &format!("acc{i}"), eur, true)
@@ -182,7 +193,10 @@ async fn run_backend(
     tx.commit().await.ctx("commit")?;
     let ids = Arc::new(ids);
 
-    crate::progress(&format!("ledger on {name}: {} transfers, 1 writer", sz.transfers));
+    crate::progress(&format!(
+        "ledger on {name}: {} transfers, 1 writer",
+        sz.transfers
+    ));
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut transfers = Samples::with_capacity(sz.transfers);
     let start = now();
@@ -228,7 +242,10 @@ async fn run_backend(
     for i in 0..sz.captures {
         let payment = Reference::parse(&format!("pi_bench_{i}")).ctx("reference")?;
         let t = now();
-        let mut tx = store.begin(TenantScope::pre_auth(tenant)).await.ctx("begin")?;
+        let mut tx = store
+            .begin(TenantScope::pre_auth(tenant))
+            .await
+            .ctx("begin")?;
         bastion_ledger::capture(
             &mut tx,
             &payment,
@@ -245,11 +262,16 @@ async fn run_backend(
     }
     captures.wall = start.elapsed();
 
-    let mut tx = store.begin(TenantScope::pre_auth(tenant)).await.ctx("begin")?;
+    let mut tx = store
+        .begin(TenantScope::pre_auth(tenant))
+        .await
+        .ctx("begin")?;
     let check = ledger::check(&mut tx).await.ctx("check")?;
     tx.rollback().await.ctx("rollback")?;
     if !check.holds() {
-        return Err(BenchError(format!("ledger check failed on {name}: {check:?}")));
+        return Err(BenchError(format!(
+            "ledger check failed on {name}: {check:?}"
+        )));
     }
     store.close().await;
     Ok(BackendRun {

@@ -51,8 +51,7 @@ impl Reference {
     pub fn parse(s: &str) -> Result<Self, LedgerError> {
         let ok = !s.is_empty()
             && s.len() <= REFERENCE_LEN_MAX
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if ok {
             Ok(Self(s.to_owned()))

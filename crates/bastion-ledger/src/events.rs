@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::LedgerError;
 use crate::chart::{
-    self, CUSTOMERS, DISPUTES, FEES, PAYOUTS, PSP_CLEARING, REFUNDABLE_CONTROL, REFUNDS,
-    Reference, refundable_code,
+    self, CUSTOMERS, DISPUTES, FEES, PAYOUTS, PSP_CLEARING, REFUNDABLE_CONTROL, REFUNDS, Reference,
+    refundable_code,
 };
 
 /// Largest amount of one event, minor units (10¹²: ten billion in a two-decimal currency).
@@ -332,8 +332,7 @@ pub async fn position(
 ) -> Result<PaymentPosition, LedgerError> {
     let acc = payment_account(tx, payment, currency).await?;
     let entries = ledger::entries_for_reference(tx, payment.as_str()).await?;
-    let kinds: BTreeMap<EntryId, String> =
-        entries.iter().map(|e| (e.id, e.kind.clone())).collect();
+    let kinds: BTreeMap<EntryId, String> = entries.iter().map(|e| (e.id, e.kind.clone())).collect();
     let (mut captured, mut refunded, mut disputed) = (0_i64, 0_i64, 0_i64);
     for e in &entries {
         // A reversal counts against the kind of the entry it reverses.

@@ -71,9 +71,11 @@ macro_rules! uuid_id {
             /// # Errors
             /// [`StoreError::Invalid`] when `s` is not a UUID.
             pub fn parse(s: &str) -> StoreResult<Self> {
-                Uuid::try_parse(s).map(Self).map_err(|_| StoreError::Invalid {
-                    reason: concat!("bad ", $what, " id"),
-                })
+                Uuid::try_parse(s)
+                    .map(Self)
+                    .map_err(|_| StoreError::Invalid {
+                        reason: concat!("bad ", $what, " id"),
+                    })
             }
 
             /// The underlying UUID.
@@ -250,8 +252,7 @@ fn currency(s: &str) -> StoreResult<Currency> {
     Currency::parse(s).map_err(|_| StoreError::internal("corrupt currency in a stored row"))
 }
 
-const ACCOUNT_COLS: &str =
-    "id, code, currency, allow_negative, balance_minor, version, created_at";
+const ACCOUNT_COLS: &str = "id, code, currency, allow_negative, balance_minor, version, created_at";
 
 fn account_from(row: &Row) -> StoreResult<Account> {
     Ok(Account {
@@ -277,7 +278,11 @@ pub async fn account(
     currency: Currency,
     allow_negative: bool,
 ) -> StoreResult<Account> {
-    check_text(code, CODE_LEN_MAX, "account code must be 1..=160 printable bytes")?;
+    check_text(
+        code,
+        CODE_LEN_MAX,
+        "account code must be 1..=160 printable bytes",
+    )?;
     let tenant = tx.tenant_text();
     let now = tx.now();
     sql::query(
@@ -412,7 +417,11 @@ pub async fn balances(
 }
 
 fn check_new_entry(e: &NewEntry) -> StoreResult<String> {
-    check_text(&e.kind, KIND_LEN_MAX, "entry kind must be 1..=32 printable bytes")?;
+    check_text(
+        &e.kind,
+        KIND_LEN_MAX,
+        "entry kind must be 1..=32 printable bytes",
+    )?;
     check_text(
         &e.reference,
         REFERENCE_LEN_MAX,
@@ -530,7 +539,9 @@ pub async fn post_entry(
     // Zero sum per currency (i128: a sum of at most 16 i64 cannot overflow it).
     let mut sums: BTreeMap<Currency, i128> = BTreeMap::new();
     for (acc, amount) in &entry.postings {
-        let a = by_id.get(acc).ok_or(StoreError::internal("locked account missing"))?;
+        let a = by_id
+            .get(acc)
+            .ok_or(StoreError::internal("locked account missing"))?;
         *sums.entry(a.currency).or_insert(0) += i128::from(*amount);
     }
     if let Some((cur, _)) = sums.iter().find(|(_, s)| **s != 0) {
@@ -563,7 +574,9 @@ pub async fn post_entry(
         "INSERT INTO postings (tenant_id, entry_id, seq, account_id, amount_minor, currency) VALUES ",
     );
     for (seq, (acc, amount)) in entry.postings.iter().enumerate() {
-        let a = by_id.get(acc).ok_or(StoreError::internal("locked account missing"))?;
+        let a = by_id
+            .get(acc)
+            .ok_or(StoreError::internal("locked account missing"))?;
         if seq > 0 {
             b.push(", ");
         }
@@ -716,10 +729,7 @@ pub async fn entry(tx: &mut TenantTx, id: EntryId) -> StoreResult<Option<Entry>>
 ///
 /// # Errors
 /// [`StoreError::Unavailable`] from the database.
-pub async fn entries_for_reference(
-    tx: &mut TenantTx,
-    reference: &str,
-) -> StoreResult<Vec<Entry>> {
+pub async fn entries_for_reference(tx: &mut TenantTx, reference: &str) -> StoreResult<Vec<Entry>> {
     let tenant = tx.tenant_text();
     let limit = i64::try_from(ENTRIES_PER_REFERENCE_MAX).unwrap_or(i64::MAX);
     let rows = sql::query(format!(
@@ -731,7 +741,10 @@ pub async fn entries_for_reference(
     .bind(limit)
     .fetch_all(tx.conn())
     .await?;
-    let mut entries = rows.iter().map(entry_from).collect::<StoreResult<Vec<_>>>()?;
+    let mut entries = rows
+        .iter()
+        .map(entry_from)
+        .collect::<StoreResult<Vec<_>>>()?;
     if entries.is_empty() {
         return Ok(entries);
     }
@@ -793,7 +806,8 @@ pub async fn check(tx: &mut TenantTx) -> StoreResult<LedgerCheck> {
     .fetch_all(tx.conn())
     .await?
     {
-        out.drifted_accounts.push(parse_id(&col::<String>(r, "id")?)?);
+        out.drifted_accounts
+            .push(parse_id(&col::<String>(r, "id")?)?);
     }
     for r in &sql::query(
         "SELECT DISTINCT entry_id FROM postings WHERE tenant_id = $1

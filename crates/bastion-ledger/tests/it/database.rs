@@ -93,7 +93,11 @@ fn refused_scripts(f: &Fixture) -> Vec<(&'static str, String)> {
         ),
         (
             "an entry with one posting",
-            format!("{}{}", posting(f.a, &x, 0, f.src, 5), entry_row(f.a, &x, None)),
+            format!(
+                "{}{}",
+                posting(f.a, &x, 0, f.src, 5),
+                entry_row(f.a, &x, None)
+            ),
         ),
         ("an entry with no posting", entry_row(f.a, &x, None)),
         (
@@ -103,12 +107,21 @@ fn refused_scripts(f: &Fixture) -> Vec<(&'static str, String)> {
         ("a zero posting", posting(f.a, &x, 0, f.src, 0)),
         (
             "changing a posting",
-            format!("UPDATE postings SET amount_minor = amount_minor * 2 WHERE tenant_id = '{}';", f.a),
+            format!(
+                "UPDATE postings SET amount_minor = amount_minor * 2 WHERE tenant_id = '{}';",
+                f.a
+            ),
         ),
-        ("deleting postings", format!("DELETE FROM postings WHERE tenant_id = '{}';", f.a)),
+        (
+            "deleting postings",
+            format!("DELETE FROM postings WHERE tenant_id = '{}';", f.a),
+        ),
         (
             "changing an entry",
-            format!("UPDATE journal_entries SET kind = 'x' WHERE tenant_id = '{}';", f.a),
+            format!(
+                "UPDATE journal_entries SET kind = 'x' WHERE tenant_id = '{}';",
+                f.a
+            ),
         ),
         (
             "deleting an entry",
@@ -141,24 +154,25 @@ fn refused_scripts(f: &Fixture) -> Vec<(&'static str, String)> {
         ),
         (
             "postings whose entry never comes (deferred foreign key, at commit)",
-            format!("{}{}", posting(f.a, &x, 0, f.src, -5), posting(f.a, &x, 1, f.dst, 5)),
+            format!(
+                "{}{}",
+                posting(f.a, &x, 0, f.src, -5),
+                posting(f.a, &x, 1, f.dst, 5)
+            ),
         ),
-        (
-            "a second reversal of one entry",
-            {
-                let y = EntryId::new_random().to_string();
-                let z = EntryId::new_random().to_string();
-                format!(
-                    "{}{}{}{}{}{}",
-                    posting(f.a, &y, 0, f.src, 100),
-                    posting(f.a, &y, 1, f.dst, -100),
-                    entry_row(f.a, &y, Some(f.entry)),
-                    posting(f.a, &z, 0, f.src, 100),
-                    posting(f.a, &z, 1, f.dst, -100),
-                    entry_row(f.a, &z, Some(f.entry)),
-                )
-            },
-        ),
+        ("a second reversal of one entry", {
+            let y = EntryId::new_random().to_string();
+            let z = EntryId::new_random().to_string();
+            format!(
+                "{}{}{}{}{}{}",
+                posting(f.a, &y, 0, f.src, 100),
+                posting(f.a, &y, 1, f.dst, -100),
+                entry_row(f.a, &y, Some(f.entry)),
+                posting(f.a, &z, 0, f.src, 100),
+                posting(f.a, &z, 1, f.dst, -100),
+                entry_row(f.a, &z, Some(f.entry)),
+            )
+        }),
         (
             "renaming an account",
             format!(
@@ -197,11 +211,15 @@ async fn sqlite_refuses_what_breaks_the_ledger_on_a_raw_connection() {
     for (what, script) in refused_scripts(&f) {
         let res = async {
             let mut tx = conn.begin().await?;
-            sqlx::raw_sql(AssertSqlSafe(script)).execute(&mut *tx).await?;
+            sqlx::raw_sql(AssertSqlSafe(script))
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await
         }
         .await;
-        let err = res.err().unwrap_or_else(|| unreachable!("SQLite accepted {what}"));
+        let err = res
+            .err()
+            .unwrap_or_else(|| unreachable!("SQLite accepted {what}"));
         // Refused by a rule (trigger, CHECK, key), not by broken SQL (SQLITE_ERROR = 1).
         assert_ne!(code(&err).as_str(), "1", "{what}: {err}");
     }
@@ -216,18 +234,27 @@ async fn sqlite_refuses_what_breaks_the_ledger_on_a_raw_connection() {
     let c = ledger::check(&mut tx).await.unwrap();
     assert!(c.holds(), "{c:?}");
     assert_eq!(
-        ledger::entries_for_reference(&mut tx, "raw").await.unwrap().len(),
+        ledger::entries_for_reference(&mut tx, "raw")
+            .await
+            .unwrap()
+            .len(),
         0
     );
 }
 
-async fn pg_attempt(conn: &mut sqlx::PgConnection, tenant: TenantId, script: String) -> Result<(), sqlx::Error> {
+async fn pg_attempt(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    script: String,
+) -> Result<(), sqlx::Error> {
     let mut tx = conn.begin().await?;
     sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
         .bind(tenant.to_string())
         .execute(&mut *tx)
         .await?;
-    sqlx::raw_sql(AssertSqlSafe(script)).execute(&mut *tx).await?;
+    sqlx::raw_sql(AssertSqlSafe(script))
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await
 }
 
@@ -238,7 +265,9 @@ async fn postgresql_refuses_what_breaks_the_ledger_as_the_application_role() {
     let mut conn = env.raw_pg().await;
     for (what, script) in refused_scripts(&f) {
         let res = pg_attempt(&mut conn, f.a, script).await;
-        let err = res.err().unwrap_or_else(|| unreachable!("PostgreSQL accepted {what}"));
+        let err = res
+            .err()
+            .unwrap_or_else(|| unreachable!("PostgreSQL accepted {what}"));
         // Refused by a rule or a privilege, not by broken SQL (class 42 but 42501).
         let c = code(&err);
         assert!(!c.starts_with("42") || c == "42501", "{what}: {err}");
@@ -252,7 +281,9 @@ async fn postgresql_refuses_what_breaks_the_ledger_as_the_application_role() {
     ] {
         assert!(pg_attempt(&mut conn, f.a, script).await.is_err());
     }
-    pg_attempt(&mut conn, f.a, accepted_script(&f)).await.unwrap();
+    pg_attempt(&mut conn, f.a, accepted_script(&f))
+        .await
+        .unwrap();
     // Tenant A's raw reads see none of B's postings.
     let mut tx = conn.begin().await.unwrap();
     sqlx::query("SELECT set_config('app.tenant_id', $1, true)")

@@ -30,14 +30,21 @@ async fn a_payment_lifecycle_balances_at_every_step() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, LedgerError::DisputeExceedsCapture { refundable_minor: 2_500 }),
+        matches!(
+            err,
+            LedgerError::DisputeExceedsCapture {
+                refundable_minor: 2_500
+            }
+        ),
         "{err:?}"
     );
     bastion_ledger::payout(&mut tx, &r("po_1"), eur_minor(1_000), json!({}))
         .await
         .unwrap();
     // The dispute is won: its reversal gives the money back and frees it for refunds.
-    let won = bastion_ledger::reverse(&mut tx, dp, "dispute won").await.unwrap();
+    let won = bastion_ledger::reverse(&mut tx, dp, "dispute won")
+        .await
+        .unwrap();
     assert!(matches!(
         bastion_ledger::reverse(&mut tx, dp, "again").await,
         Err(LedgerError::AlreadyReversed)

@@ -35,8 +35,8 @@ async fn race(env: Arc<Env>) {
                 if pg {
                     barrier.wait().await;
                 }
-                let res = bastion_ledger::refund(&mut tx, &payment, eur_minor(6_000), json!({}))
-                    .await;
+                let res =
+                    bastion_ledger::refund(&mut tx, &payment, eur_minor(6_000), json!({})).await;
                 if res.is_ok() {
                     tx.commit().await.unwrap();
                 } else {
@@ -100,7 +100,12 @@ async fn p5_a_refund_up_to_the_capture_passes_and_one_cent_more_is_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, LedgerError::RefundExceedsCapture { refundable_minor: 0 }),
+        matches!(
+            err,
+            LedgerError::RefundExceedsCapture {
+                refundable_minor: 0
+            }
+        ),
         "{err:?}"
     );
     tx.commit().await.unwrap();

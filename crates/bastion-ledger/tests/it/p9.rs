@@ -98,5 +98,11 @@ async fn p9_five_hundred_ten_and_twenty_cent_captures_and_fees_reconcile_exactly
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(refundable.balance(), Money { minor: 20, currency: eur() });
+    assert_eq!(
+        refundable.balance(),
+        Money {
+            minor: 20,
+            currency: eur()
+        }
+    );
 }

@@ -114,7 +114,12 @@ async fn run_case(env: &Env, n: usize, ops: Vec<Op>) {
             .await
             .unwrap();
         assert_eq!(
-            (pos.captured_minor, pos.refunded_minor, pos.disputed_minor, pos.refundable_minor),
+            (
+                pos.captured_minor,
+                pos.refunded_minor,
+                pos.disputed_minor,
+                pos.refundable_minor
+            ),
             (m.captured, m.refunded, m.disputed, m.left())
         );
         assert!(pos.refunded_minor + pos.disputed_minor <= pos.captured_minor);
