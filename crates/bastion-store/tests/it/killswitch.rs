@@ -183,6 +183,10 @@ async fn bad_names_and_reasons_are_refused() {
 /// transaction that is open anyway. Printed for docs/ARCHITECTURE.md; the assertion only
 /// catches a pathological regression.
 #[tokio::test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "measures the wall time of the check, like a benchmark"
+)]
 async fn the_per_call_check_costs_one_short_query() {
     const ROUNDS: u32 = 300;
     let env = Env::new().await;
