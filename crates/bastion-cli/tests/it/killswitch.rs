@@ -52,7 +52,11 @@ async fn cli_engage_stops_the_running_demo_and_release_restores_it() {
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("tenant_tool"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("tenant_tool"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let (status, body) = create(&demo, &buyer, &seller).await;
     assert_eq!(status, 503, "{body}");
@@ -90,7 +94,11 @@ async fn cli_engage_stops_the_running_demo_and_release_restores_it() {
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("(was engaged)"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("(was engaged)"),
+        "{}",
+        text(&out.stdout)
+    );
     assert_eq!(create(&demo, &buyer, &seller).await.0, 200);
 
     // Refusals: an unknown tenant, a missing reason.

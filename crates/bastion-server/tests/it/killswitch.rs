@@ -85,9 +85,7 @@ async fn a6_engage_while_calls_run_then_none_executes_other_tenant_runs_global_s
             started.wait().await;
             let mut out = Vec::new();
             for _ in 0..CALLS_PER_WORKER {
-                let (status, body) = app
-                    .call(&buyer, "create_quote", &quote_args(&seller))
-                    .await;
+                let (status, body) = app.call(&buyer, "create_quote", &quote_args(&seller)).await;
                 out.push((status, body));
             }
             out
@@ -95,7 +93,13 @@ async fn a6_engage_while_calls_run_then_none_executes_other_tenant_runs_global_s
     }
     started.wait().await;
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-    operator(&app, true, Some(app.tenant_id("acme")), Some("create_quote")).await;
+    operator(
+        &app,
+        true,
+        Some(app.tenant_id("acme")),
+        Some("create_quote"),
+    )
+    .await;
     // The engage has committed (it returned): from here on no call may execute.
     let at_engage = quote_count(&app, "acme").await;
     let mut results = Vec::new();
@@ -140,9 +144,7 @@ async fn a6_engage_while_calls_run_then_none_executes_other_tenant_runs_global_s
     let (status, _) = app.call(&buyer, "list_quotes", &json!({})).await;
     assert_eq!(status, StatusCode::OK);
     create_quote(&app, &g_buyer, "globex", "seller").await;
-    let (status, body) = app
-        .call(&buyer, "create_quote", &quote_args(&seller))
-        .await;
+    let (status, body) = app.call(&buyer, "create_quote", &quote_args(&seller)).await;
     assert_disabled(status, &body);
 
     // Global: every tool of every tenant stops, reads included.
@@ -171,11 +173,15 @@ async fn a6_engage_while_calls_run_then_none_executes_other_tenant_runs_global_s
     // Release the global switch: globex works again, acme's create_quote is still off.
     operator(&app, false, None, None).await;
     create_quote(&app, &g_buyer, "globex", "seller").await;
-    let (status, body) = app
-        .call(&buyer, "create_quote", &quote_args(&seller))
-        .await;
+    let (status, body) = app.call(&buyer, "create_quote", &quote_args(&seller)).await;
     assert_disabled(status, &body);
-    operator(&app, false, Some(app.tenant_id("acme")), Some("create_quote")).await;
+    operator(
+        &app,
+        false,
+        Some(app.tenant_id("acme")),
+        Some("create_quote"),
+    )
+    .await;
     create_quote(&app, &buyer, "acme", "seller").await;
     assert_eq!(quote_count(&app, "acme").await, at_engage + 1);
 }
@@ -236,9 +242,7 @@ async fn admin_route_lets_a_tenant_admin_switch_only_its_own_tenant() {
         audited(&app, "acme", &["admin.killswitch.engage", "\"deny\""]).await,
         2
     );
-    let (status, _) = app
-        .call(&buyer, "create_quote", &quote_args(&seller))
-        .await;
+    let (status, _) = app.call(&buyer, "create_quote", &quote_args(&seller)).await;
     assert_eq!(status, StatusCode::OK);
     // No token at all.
     app.post_json("/v1/admin/killswitch", None, &engage)
@@ -286,9 +290,7 @@ async fn admin_route_lets_a_tenant_admin_switch_only_its_own_tenant() {
         r.json(),
         json!({"scope": "tenant_tool", "tool": "create_quote", "engaged": true, "was_engaged": false})
     );
-    let (status, body) = app
-        .call(&buyer, "create_quote", &quote_args(&seller))
-        .await;
+    let (status, body) = app.call(&buyer, "create_quote", &quote_args(&seller)).await;
     assert_disabled(status, &body);
     create_quote(&app, &g_buyer, "globex", "seller").await;
     let admin_id = app.user("acme", "admin").id.to_string();
@@ -389,7 +391,13 @@ async fn a6_postgres_second_instance_refuses_the_next_call() {
     };
     assert_eq!(call2().await.status, StatusCode::OK);
     // Engaged through instance 1 ...
-    operator(&app, true, Some(app.tenant_id("acme")), Some("create_quote")).await;
+    operator(
+        &app,
+        true,
+        Some(app.tenant_id("acme")),
+        Some("create_quote"),
+    )
+    .await;
     // ... refused by instance 2 on the next call.
     let r = call2().await;
     assert_disabled(r.status, &r.json());

@@ -82,7 +82,11 @@ async fn each_scope_blocks_exactly_what_it_names_and_release_restores() {
         .unwrap();
     assert!(again.was_engaged, "engaging twice is idempotent");
     assert_eq!(
-        scope(ks::is_blocked_system(&mut sys, env.a.id, "get_quote").await.unwrap()),
+        scope(
+            ks::is_blocked_system(&mut sys, env.a.id, "get_quote")
+                .await
+                .unwrap()
+        ),
         Some(Scope::Global)
     );
     sys.commit().await.unwrap();
@@ -136,10 +140,7 @@ async fn each_scope_blocks_exactly_what_it_names_and_release_restores() {
     sys.rollback().await.unwrap();
     assert_eq!(all.len(), 4);
     assert!(all.iter().all(|k| !k.engaged));
-    let a_row = all
-        .iter()
-        .find(|k| k.scope == Scope::TenantTool)
-        .unwrap();
+    let a_row = all.iter().find(|k| k.scope == Scope::TenantTool).unwrap();
     assert_eq!(
         (
             a_row.tenant_id,
@@ -251,7 +252,11 @@ async fn postgres_row_level_security_keeps_tenants_to_their_own_switches() {
         .execute(&mut *tx)
         .await
         .unwrap();
-    assert_eq!(updated.rows_affected(), 0, "the global row is read-only here");
+    assert_eq!(
+        updated.rows_affected(),
+        0,
+        "the global row is read-only here"
+    );
     let err = sqlx::query(insert)
         .bind("tool")
         .bind("")
@@ -311,7 +316,10 @@ async fn postgres_row_level_security_keeps_tenants_to_their_own_switches() {
 async fn postgres_an_engage_waits_for_calls_that_passed_the_check() {
     let env = Env::postgres().await;
     let mut call = env.tx_a().await;
-    assert_eq!(ks::is_blocked(&mut call, "create_quote").await.unwrap(), None);
+    assert_eq!(
+        ks::is_blocked(&mut call, "create_quote").await.unwrap(),
+        None
+    );
 
     let store = env.store.clone();
     let engage = tokio::spawn(async move {
@@ -350,10 +358,7 @@ async fn postgres_a_second_instance_sees_a_change_at_once() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let mut tx = other
-        .begin(TenantScope::pre_auth(env.a.id))
-        .await
-        .unwrap();
+    let mut tx = other.begin(TenantScope::pre_auth(env.a.id)).await.unwrap();
     assert_eq!(
         scope(ks::is_blocked(&mut tx, "create_quote").await.unwrap()),
         Some(Scope::TenantTool)
