@@ -1,4 +1,4 @@
-//! Operator commands: `check`, `tenants`, `users`, `audit verify`.
+//! Operator commands: `check`, `tenants`, `users`, `audit verify`, `killswitch`.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -91,6 +91,43 @@ pub enum UsersCmd {
         #[arg(long)]
         username: String,
     },
+}
+
+/// `bastion killswitch ...`: stop tool calls globally, for one tool everywhere, for one
+/// tenant, or for one tool of one tenant. Takes effect on every instance sharing the database
+/// at the next call; each change is audited (system chain without `--tenant`, else the
+/// tenant's chain) with `via: operator` and the reason.
+#[derive(Debug, Subcommand)]
+pub enum KillSwitchCmd {
+    /// Engage a switch: without --tenant and --tool, every tool of every tenant.
+    Engage {
+        #[command(flatten)]
+        target: SwitchTarget,
+        /// Why (recorded with the switch and in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a switch (the same target as the engage).
+    Release {
+        #[command(flatten)]
+        target: SwitchTarget,
+        /// Why (recorded with the switch and in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// List every switch, engaged or released.
+    List,
+}
+
+/// What a switch covers.
+#[derive(Debug, Args)]
+pub struct SwitchTarget {
+    /// Only this tenant (slug); default: every tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only this tool; default: every tool.
+    #[arg(long)]
+    tool: Option<String>,
 }
 
 /// `bastion audit ...`
@@ -387,4 +424,75 @@ pub async fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `bastion killswitch engage|release|list`.
+pub async fn killswitch(db: &DbArgs, cmd: KillSwitchCmd) -> anyhow::Result<ExitCode> {
+    use bastion_tools::killswitch::{self as ks, Actor, SwitchChange};
+    let store = runtime::open_store(&db.url(), runtime::clock()).await?;
+    let mut out = std::io::stdout().lock();
+    let (engage, target, reason) = match cmd {
+        KillSwitchCmd::List => {
+            let mut sys = store.system().await?;
+            let tenants = bastion_store::tenants::list_tenants(&mut sys).await?;
+            sys.rollback().await?;
+            for k in ks::list_all(&store).await? {
+                let tenant = k.tenant_id.map_or_else(
+                    || "*".to_owned(),
+                    |id| {
+                        tenants
+                            .iter()
+                            .find(|t| t.id == id)
+                            .map_or_else(|| id.to_string(), |t| t.slug.to_string())
+                    },
+                );
+                writeln!(
+                    out,
+                    "{} tenant={} tool={} {} changed_at={} by={} reason={:?}",
+                    k.scope,
+                    tenant,
+                    k.tool.as_deref().unwrap_or("*"),
+                    if k.engaged { "ENGAGED" } else { "released" },
+                    k.changed_at,
+                    k.changed_by,
+                    k.reason
+                )?;
+            }
+            store.close().await;
+            return Ok(ExitCode::SUCCESS);
+        }
+        KillSwitchCmd::Engage { target, reason } => (true, target, reason),
+        KillSwitchCmd::Release { target, reason } => (false, target, reason),
+    };
+    let tenant = match &target.tenant {
+        None => None,
+        Some(t) => {
+            let mut sys = store.system().await?;
+            let found = bastion_store::tenants::tenant_by_slug(&mut sys, &slug(t)?).await?;
+            sys.rollback().await?;
+            Some(found.with_context(|| format!("no tenant `{t}`"))?.id)
+        }
+    };
+    let req = SwitchChange {
+        engage,
+        tenant,
+        tool: target.tool.as_deref(),
+        reason: &reason,
+    };
+    let change = ks::change(&store, Actor::Operator, &req).await?;
+    store.close().await;
+    let what = if engage { "engaged" } else { "released" };
+    let before = if change.was_engaged {
+        "engaged"
+    } else {
+        "released"
+    };
+    writeln!(
+        out,
+        "ok: {} switch tenant={} tool={} {what} (was {before})",
+        req.scope(),
+        target.tenant.as_deref().unwrap_or("*"),
+        target.tool.as_deref().unwrap_or("*"),
+    )?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! The `bastion` binary: a thin shell over the library crates.
 //!
-//! Commands: `demo`, `serve`, `check`, `migrate`, `tenants`, `users`, `audit verify`. Each returns an
+//! Commands: `demo`, `serve`, `check`, `migrate`, `tenants`, `users`, `audit verify`,
+//! `killswitch`. Each returns an
 //! `anyhow::Result`; the exit code is 0 on success, 1 on findings or refusal, 2 on usage
 //! errors (clap).
 
@@ -89,6 +90,13 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::JobsCmd,
     },
+    /// Kill switches: stop tool calls globally, per tool, per tenant, or per tool of a tenant.
+    Killswitch {
+        #[command(flatten)]
+        db: commands::DbArgs,
+        #[command(subcommand)]
+        cmd: commands::KillSwitchCmd,
+    },
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -133,6 +141,7 @@ fn main() -> ExitCode {
             Command::Tenants { db, cmd } => commands::tenants(&db, cmd).await,
             Command::Users { db, cmd } => commands::users(&db, cmd).await,
             Command::Jobs { db, cmd } => commands::jobs(&db, cmd).await,
+            Command::Killswitch { db, cmd } => commands::killswitch(&db, cmd).await,
             Command::Audit { cmd } => commands::audit(cmd).await,
         }
     });

@@ -70,6 +70,15 @@ pub enum Code {
     Timeout,
     /// 401: a webhook whose signature, signature header or timestamp did not verify.
     WebhookSignature,
+    /// 503: a kill switch covering the tool is engaged (case A6); nothing was executed.
+    ///
+    /// 503 rather than 423 Locked: 423 (RFC 4918 §11.3) means a WebDAV lock on the target
+    /// resource, which a client can discover and release itself; a kill switch is the
+    /// service deliberately declining to run a tool, "temporarily unable to handle the
+    /// request" in RFC 9110 §15.6.4's words, until an operator releases it. The distinct
+    /// `type` (`urn:bastion:problem:tool-disabled`) tells clients it is not an outage, and no
+    /// `Retry-After` is sent because nobody knows when the switch will be released.
+    ToolDisabled,
 }
 
 impl Code {
@@ -136,6 +145,11 @@ impl Code {
                 StatusCode::UNAUTHORIZED,
                 "webhook-signature",
                 "Webhook signature not verified",
+            ),
+            Self::ToolDisabled => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tool-disabled",
+                "Tool disabled",
             ),
         }
     }

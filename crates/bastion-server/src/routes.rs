@@ -71,6 +71,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tools", get(list_tools))
         .route("/v1/tools/{name}", post(call_tool))
         .route("/v1/webhooks/{provider}", post(crate::webhooks::receive))
+        .route(
+            "/v1/admin/killswitch",
+            get(list_killswitches).post(change_killswitch),
+        )
         .fallback(|| async { Problem::of(Code::NotFound) })
         .with_state(state)
         // Layers wrap what is above them: the limits answer first, their bare 413/408 are
@@ -431,7 +435,117 @@ fn tool_problem(e: ToolError) -> Problem {
             p
         }
         ToolError::Conflict { .. } => Problem::new(Code::Conflict, detail),
+        ToolError::Disabled(_) => Problem::new(Code::ToolDisabled, detail),
         ToolError::Unavailable => Problem::new(Code::Unavailable, detail),
         _ => Problem::of(Code::Internal),
+    }
+}
+
+/// `POST /v1/admin/killswitch` body. The tenant is the caller's (from its token): a `tenant`
+/// member is an unknown field (400), so no body can name another tenant.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillSwitchBody {
+    /// `engage` or `release`.
+    action: String,
+    /// `tenant` (default: the caller's tenant), or `global` — which HTTP refuses (403):
+    /// switches over every tenant are for the operator's CLI only.
+    #[serde(default)]
+    scope: Option<String>,
+    /// One tool, or every tool of the tenant when absent.
+    #[serde(default)]
+    tool: Option<String>,
+    /// Why; recorded with the switch and in the audit record.
+    reason: String,
+}
+
+/// Changes a kill switch of the caller's tenant; the caller must hold the `admin` role.
+/// 200 `{scope, tool, engaged, was_engaged}`; 400 bad body; 403 no admin role or a scope
+/// beyond the tenant (audited); 404 unknown tool; 422 bad reason; 503 store.
+async fn change_killswitch(
+    State(s): State<AppState>,
+    Authenticated(p): Authenticated,
+    JsonBody(b): JsonBody<KillSwitchBody>,
+) -> Response {
+    use bastion_tools::killswitch::{self as ks, Actor, KillSwitchError, SwitchChange};
+    let engage = match b.action.as_str() {
+        "engage" => true,
+        "release" => false,
+        _ => {
+            return Problem::new(
+                Code::BadRequest,
+                "action must be `engage` or `release`".to_owned(),
+            )
+            .into_response();
+        }
+    };
+    let tenant = match b.scope.as_deref() {
+        None | Some("tenant") => Some(p.tenant_id),
+        // Every tenant at once: only the operator may; refused (and audited) below.
+        Some("global") => None,
+        Some(_) => {
+            return Problem::new(
+                Code::BadRequest,
+                "scope must be `tenant` or `global`".to_owned(),
+            )
+            .into_response();
+        }
+    };
+    if let Some(t) = b.tool.as_deref()
+        && !s.pipeline.app().tools.keys().any(|k| k.as_str() == t)
+    {
+        let shown: String = t.chars().take(64).collect();
+        return Problem::new(Code::NotFound, format!("no tool named `{shown}`")).into_response();
+    }
+    let req = SwitchChange {
+        engage,
+        tenant,
+        tool: b.tool.as_deref(),
+        reason: &b.reason,
+    };
+    match ks::change(&s.store, Actor::User(&p), &req).await {
+        Ok(c) => Json(json!({
+            "scope": req.scope().as_str(),
+            "tool": req.tool,
+            "engaged": engage,
+            "was_engaged": c.was_engaged,
+        }))
+        .into_response(),
+        Err(KillSwitchError::Forbidden) => Problem::new(
+            Code::Forbidden,
+            "kill switches need the admin role and cover only your own tenant".to_owned(),
+        )
+        .into_response(),
+        Err(KillSwitchError::Invalid(reason)) => {
+            Problem::new(Code::ValidationFailed, reason.to_owned()).into_response()
+        }
+        Err(_) => Problem::of(Code::Unavailable).into_response(),
+    }
+}
+
+/// Lists the switches that can affect the caller's tenant (admin role only). Global and
+/// tool-wide switches are shown without their reason and author (operator notes).
+async fn list_killswitches(State(s): State<AppState>, Authenticated(p): Authenticated) -> Response {
+    use bastion_tools::killswitch::{self as ks, KillSwitchError};
+    match ks::list_for(&s.store, &p).await {
+        Ok(list) => {
+            let items: Vec<Value> = list
+                .iter()
+                .map(|k| {
+                    let own = k.tenant_id.is_some();
+                    json!({
+                        "scope": k.scope.as_str(),
+                        "tool": k.tool,
+                        "engaged": k.engaged,
+                        "changed_at": k.changed_at,
+                        "reason": own.then_some(&k.reason),
+                        "changed_by": own.then_some(&k.changed_by),
+                    })
+                })
+                .collect();
+            Json(json!({"items": items})).into_response()
+        }
+        Err(KillSwitchError::Forbidden) => Problem::of(Code::Forbidden).into_response(),
+        Err(_) => Problem::of(Code::Unavailable).into_response(),
     }
 }

@@ -57,6 +57,11 @@ const MIGRATIONS_SQLITE: &[Migration] = &[
         name: "payments",
         sql: include_str!("../migrations/sqlite/0003_payments.sql"),
     },
+    Migration {
+        version: 4,
+        name: "killswitch",
+        sql: include_str!("../migrations/sqlite/0004_killswitch.sql"),
+    },
 ];
 
 pub(crate) const MIGRATIONS_POSTGRES: &[Migration] = &[
@@ -74,6 +79,11 @@ pub(crate) const MIGRATIONS_POSTGRES: &[Migration] = &[
         version: 3,
         name: "payments",
         sql: include_str!("../migrations/postgres/0003_payments.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "killswitch",
+        sql: include_str!("../migrations/postgres/0004_killswitch.sql"),
     },
 ];
 

@@ -6,11 +6,13 @@
 //!   itself; no function takes a tenant id parameter, so a request cannot reach another
 //!   tenant's rows by naming them.
 //! - [`Store::system`] → [`SystemTx`] for the tenant-less tables: [`tenants`], [`throttle`],
-//!   the [`webhook`] inbox, the [`jobs`] queue, payment routes and the system audit chain.
+//!   the [`webhook`] inbox, the [`jobs`] queue, payment routes, the global and tool-wide
+//!   [`killswitch`]es and the system audit chain.
 //!
 //! Repositories: [`tenants`], [`users`], [`mfa`], [`refresh`], [`throttle`], [`records`],
-//! [`audit`], [`ledger`] (double-entry journal, balances checked by the database), and for
-//! payments [`idempotency`], [`payments`], [`velocity`], [`webhook`], [`jobs`].
+//! [`audit`], [`ledger`] (double-entry journal, balances checked by the database), for
+//! payments [`idempotency`], [`payments`], [`velocity`], [`webhook`], [`jobs`], and
+//! [`killswitch`] (tool calls stopped globally, per tool, per tenant).
 //!
 //! SQLite is the embedded backend (WAL, foreign keys on, `BEGIN IMMEDIATE` so writers are
 //! serialised). SQLite has no row-level security: there, isolation rests on [`TenantTx`] and
@@ -33,6 +35,7 @@ mod sql;
 pub mod audit;
 pub mod idempotency;
 pub mod jobs;
+pub mod killswitch;
 pub mod ledger;
 pub mod mfa;
 pub mod payments;

@@ -58,6 +58,9 @@ const GRANTS: &[(&str, &str)] = &[
     // A route never changes once written (a PSP object belongs to one tenant for good).
     ("payment_routes", "SELECT, INSERT"),
     ("velocity_events", "SELECT, INSERT, DELETE"),
+    // Switches are released by an UPDATE (engaged = FALSE), never deleted: the last change
+    // and its author stay visible.
+    ("kill_switches", "SELECT, INSERT, UPDATE"),
 ];
 
 /// Key of the session advisory lock that serialises migrations across instances.

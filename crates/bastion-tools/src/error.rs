@@ -22,6 +22,11 @@ pub enum ToolError {
         /// The version now stored.
         current_version: i64,
     },
+    /// A kill switch covering this tool (global, the tool everywhere, the caller's tenant,
+    /// or the tool in the caller's tenant) is engaged; nothing was executed. The operator's
+    /// reason is not shown to the caller.
+    #[error("the tool `{0}` is disabled by a kill switch")]
+    Disabled(String),
     /// The store or the audit sink is unavailable; nothing was executed.
     #[error("service unavailable; nothing was changed")]
     Unavailable,

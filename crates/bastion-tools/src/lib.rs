@@ -3,9 +3,13 @@
 //!
 //! ```text
 //! tool lookup → action-level authorization → input JSON Schema → open TenantTx →
-//! load resource → Cedar decision on the resource → execute → output JSON Schema →
-//! audit record in the same transaction → commit
+//! load resource → Cedar decision on the resource → kill switch → execute →
+//! output JSON Schema → audit record in the same transaction → commit
 //! ```
+//!
+//! The kill switch ([`killswitch`]) is checked inside the call's transaction, as the last
+//! step before the effect: once an engage has committed, no call it covers commits an
+//! effect, on any instance (`bastion_store::killswitch` states the guarantee per backend).
 //!
 //! A denial is audited too (allows and denies alike, case U3). If the audit append fails the
 //! transaction rolls back and the caller gets [`ToolError::Unavailable`]: no effect without
@@ -13,6 +17,7 @@
 //! it (case Z7).
 
 mod error;
+pub mod killswitch;
 mod pipeline;
 mod redact;
 pub mod worker;

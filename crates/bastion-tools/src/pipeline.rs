@@ -7,6 +7,7 @@ use bastion_app::record_output;
 use bastion_app::{AppSpec, EntitySpec, FieldType, ListScope, ToolKind, ToolSpec, ToolValidators};
 use bastion_audit::{AuditEvent, Outcome};
 use bastion_authz::{Authorizer, AuthzRequest, Decision, Resource};
+use bastion_store::killswitch;
 use bastion_store::records::{self, FieldRef, ListFilter, Page, RefTarget};
 use bastion_store::{Store, StoreError, TenantScope, TenantTx};
 use bastion_types::{Principal, Record, RecordId, SharedClock, UserId};
@@ -258,9 +259,10 @@ impl Pipeline {
                 // Nothing of the effect survives: roll back, then record the refusal.
                 rollback(tx).await;
                 let outcome = match error {
-                    ToolError::NotFound | ToolError::Forbidden(_) | ToolError::InvalidInput(_) => {
-                        Outcome::Deny
-                    }
+                    ToolError::NotFound
+                    | ToolError::Forbidden(_)
+                    | ToolError::InvalidInput(_)
+                    | ToolError::Disabled(_) => Outcome::Deny,
                     _ => Outcome::Error,
                 };
                 self.audit_alone(
@@ -313,6 +315,7 @@ impl Pipeline {
                 data.extend(tool.resolved_set(&a.principal.user_id));
                 check_user_refs(tx, a.entity, &data).await?;
                 let refs = field_refs(a.entity, &data);
+                gate(tx, a.tool).await?;
                 let record = records::insert_record(
                     tx,
                     entity_name,
@@ -342,6 +345,7 @@ impl Pipeline {
                         parent: parent.as_ref(),
                     },
                 )?;
+                gate(tx, a.tool).await?;
                 Ok((
                     record_output(&record),
                     Some(record.id.to_string()),
@@ -363,6 +367,7 @@ impl Pipeline {
                     .and_then(Value::as_u64)
                     .map_or(0, |o| u32::try_from(o).unwrap_or(u32::MAX));
                 let page = Page { offset, limit };
+                gate(tx, a.tool).await?;
                 let (records, total) = records::list_records(tx, entity_name, &filter, page)
                     .await
                     .map_err(|e| Failure::store(e, None))?;
@@ -422,6 +427,7 @@ impl Pipeline {
                 data.extend(tool.resolved_set(&a.principal.user_id));
                 check_user_refs(tx, a.entity, &data).await?;
                 let refs = field_refs(a.entity, &data);
+                gate(tx, a.tool).await?;
                 let updated = records::update_record(
                     tx,
                     entity_name,
@@ -777,6 +783,27 @@ async fn append(
             tracing::error!(target: "bastion::alert", error = %e, "audit append failed; call refused");
             Err(ToolError::Unavailable)
         }
+    }
+}
+
+/// The kill switch, checked in the call's own transaction as the last step before the
+/// effect (a write, or for read tools the data handed back). Refuses with
+/// [`ToolError::Disabled`] (audited as a deny, reason `kill switch`); a failing check refuses
+/// too (fail closed). Called before any write of the transaction, so on PostgreSQL the shared
+/// switch lock is the first lock a switch change could wait behind.
+async fn gate(tx: &mut TenantTx, tool: &str) -> Result<(), Failure> {
+    match killswitch::is_blocked(tx, tool).await {
+        Ok(None) => Ok(()),
+        Ok(Some(block)) => {
+            tracing::info!(tool, scope = %block.scope, "tool call refused by a kill switch");
+            Err(Failure {
+                error: ToolError::Disabled(tool.to_owned()),
+                target: None,
+                policy_ids: Vec::new(),
+                reason: "kill switch",
+            })
+        }
+        Err(e) => Err(Failure::store(e, None)),
     }
 }
 

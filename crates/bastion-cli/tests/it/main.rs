@@ -8,6 +8,7 @@
     reason = "test helpers: a failure aborts the test"
 )]
 
+mod killswitch;
 mod postgres;
 
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@
 mod audit;
 mod harness;
 mod identity;
+mod killswitch;
 mod listener;
 mod matrix;
 mod platform;

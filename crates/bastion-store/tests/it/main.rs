@@ -9,6 +9,7 @@ mod audit;
 mod idempotency;
 mod isolation;
 mod jobs;
+mod killswitch;
 mod mfa;
 mod payments;
 mod postgres;
