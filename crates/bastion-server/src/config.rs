@@ -185,12 +185,38 @@ fn check_database_url(what: &str, url: &str, dev: bool) -> Result<(), ConfigErro
     }
     let parsed = url::Url::parse(url)
         .map_err(|_| ConfigError::Unsafe(format!("{what} is not a valid URL")))?;
+    // Only keys whose meaning is checked here; each at most once, so the value checked is
+    // the value the driver uses (`host=`/`hostaddr=` would silently replace the host, and a
+    // second `sslmode` would win over the first).
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, _) in parsed.query_pairs() {
+        if !matches!(
+            k.as_ref(),
+            "sslmode" | "sslrootcert" | "options" | "application_name" | "statement-cache-capacity"
+        ) {
+            return Err(ConfigError::Unsafe(format!(
+                "{what}: query parameter `{k}` is not accepted (allowed: sslmode, sslrootcert, options, application_name, statement-cache-capacity)"
+            )));
+        }
+        if !seen.insert(k.into_owned()) {
+            return Err(ConfigError::Unsafe(format!(
+                "{what}: a query parameter is given twice"
+            )));
+        }
+    }
     let loopback = match parsed.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
         Some(url::Host::Ipv6(a)) => a.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        // A Unix socket (host in the query string) never leaves the machine.
-        None => true,
+        // For `postgres://` the url crate keeps IP literals as domain text.
+        Some(url::Host::Domain(d)) => {
+            d == "localhost"
+                || d.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        // No host: a local Unix socket is not accepted without a host here.
+        None => false,
     };
     let tls = parsed.query_pairs().any(|(k, v)| {
         k == "sslmode" && matches!(v.as_ref(), "require" | "verify-ca" | "verify-full")
@@ -517,5 +543,31 @@ mod tests {
         ] {
             assert!(check_origin(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn database_urls_are_checked_as_the_driver_reads_them() {
+        let ok = |u: &str| check_database_url("database.url", u, false).is_ok();
+        // Loopback, including IP literals (kept as domain text for postgres:// URLs).
+        assert!(ok("postgres://app@127.0.0.1:5432/db"));
+        assert!(ok("postgres://app@localhost/db"));
+        assert!(ok("postgres://app@[::1]/db"));
+        // Remote needs TLS; the TLS modes that verify or at least encrypt pass.
+        assert!(!ok("postgres://app@192.0.2.2/db"));
+        assert!(ok("postgres://app@192.0.2.2/db?sslmode=verify-full"));
+        // What the review found: keys that replace the host or a second sslmode.
+        for u in [
+            "postgres://app@localhost:5432/db?host=192.0.2.2",
+            "postgres://app@localhost:5432/db?hostaddr=192.0.2.2",
+            "postgres://app@192.0.2.2/db?sslmode=require&sslmode=disable",
+            "postgres://app@192.0.2.2/db?sslmode=require&ssl-mode=disable",
+            "postgres://app@localhost/db?sslmode=require&sslmode=disable",
+        ] {
+            assert!(!ok(u), "{u} accepted");
+        }
+        // The dev profile is loopback-only anyway, but the parameter rules still apply.
+        assert!(
+            check_database_url("database.url", "postgres://app@localhost/db?host=x", true).is_err()
+        );
     }
 }

@@ -184,9 +184,150 @@ fn grant_script(app_role: &str) -> String {
          GRANT EXECUTE ON FUNCTION app_tenant_id() TO {role};\n\
          REVOKE ALL ON FUNCTION ledger_posting_checked(), ledger_entry_balanced(), \
          ledger_refuse(), ledger_account_checked(), ledger_lock_entry(text, text) FROM PUBLIC;\n\
-         GRANT EXECUTE ON FUNCTION ledger_lock_entry(text, text) TO {role};\n"
+         GRANT EXECUTE ON FUNCTION ledger_lock_entry(text, text) TO {role};\n\
+         DO $p$ DECLARE f regprocedure; BEGIN \
+           FOR f IN SELECT p.oid::regprocedure FROM pg_proc p \
+                    WHERE p.pronamespace = current_schema()::regnamespace LOOP \
+             EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f, current_schema()); \
+           END LOOP; END $p$;\n"
     ));
     s
+}
+
+/// The one policy every tenant table carries (`pg_get_expr` text, schema prefix removed).
+const ISOLATION_EXPR: &str = "(tenant_id = ( SELECT app_tenant_id() AS app_tenant_id))";
+/// `app_tenant_id() = nil tenant`: the system transaction's reads of shared rows.
+const SYSTEM_EXPR: &str =
+    "(( SELECT app_tenant_id() AS app_tenant_id) = '00000000-0000-0000-0000-000000000000'::text)";
+
+/// Permissive policies other than `tenant_isolation` that the migrations write: table,
+/// policy, command, `USING`, `WITH CHECK` (empty: none). Any other permissive policy widens
+/// what a tenant sees (a `USING (true)` is CVE-2025-48757's class) and is a finding.
+const EXTRA_POLICIES: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "kill_switches",
+        "shared_read",
+        "r",
+        "(tenant_id = ''::text)",
+        "",
+    ),
+    ("kill_switches", "system_read", "r", SYSTEM_EXPR, ""),
+    (
+        "kill_switches",
+        "system_shared",
+        "*",
+        "((( SELECT app_tenant_id() AS app_tenant_id) = '00000000-0000-0000-0000-000000000000'::text) AND (tenant_id = ''::text))",
+        "((( SELECT app_tenant_id() AS app_tenant_id) = '00000000-0000-0000-0000-000000000000'::text) AND (tenant_id = ''::text))",
+    ),
+    ("payment_routes", "system_lookup", "r", SYSTEM_EXPR, ""),
+];
+
+/// Every permissive policy of the schema must be one the migrations wrote, word for word,
+/// for every role; every table with `tenant_id` must carry `tenant_isolation`. Restrictive
+/// policies can only narrow access and are accepted.
+async fn policy_findings(tx: &mut DbTx) -> StoreResult<Vec<IsolationFinding>> {
+    let schema: String = sql::query("SELECT current_schema()::text")
+        .scalar(tx)
+        .await?;
+    let prefix = format!("{schema}.");
+    let rows = sql::query(
+        "SELECT c.relname, p.polname, p.polpermissive, p.polcmd::text AS cmd,
+                COALESCE(pg_get_expr(p.polqual, p.polrelid), '') AS qual,
+                COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), '') AS wcheck,
+                (p.polroles = '{0}'::oid[]) AS for_public
+         FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = current_schema()
+         ORDER BY c.relname, p.polname",
+    )
+    .fetch_all(tx)
+    .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let table: String = col(r, "relname")?;
+        let name: String = col(r, "polname")?;
+        if !col::<bool>(r, "polpermissive")? {
+            continue;
+        }
+        let cmd: String = col(r, "cmd")?;
+        let qual = col::<String>(r, "qual")?.replace(&prefix, "");
+        let wcheck = col::<String>(r, "wcheck")?.replace(&prefix, "");
+        let public: bool = col(r, "for_public")?;
+        let expected = if name == "tenant_isolation" {
+            cmd == "*" && qual == ISOLATION_EXPR && wcheck == ISOLATION_EXPR
+        } else {
+            EXTRA_POLICIES.iter().any(|(t, n, c, q, w)| {
+                *t == table && *n == name && *c == cmd && *q == qual && *w == wcheck
+            })
+        };
+        if !expected || !public {
+            out.push(finding(
+                format!("table {table}"),
+                format!("policy {name} is not one Bastion's migrations wrote (it may widen what a tenant sees)"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// What the role can reach outside the migrated schema: tables and views in other schemas
+/// (no tenant check covers them) and `SECURITY DEFINER` functions (they run as their owner,
+/// past row-level security).
+async fn reach_findings(tx: &mut DbTx) -> StoreResult<Vec<IsolationFinding>> {
+    let mut out = Vec::new();
+    // Reachable relations in other schemas must protect themselves: a table with tenant rows
+    // needs forced row-level security and a policy, a view must be security_invoker;
+    // materialized views and foreign tables cannot be protected at all.
+    let rels = sql::query(
+        "SELECT n.nspname || '.' || c.relname AS name
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+           AND n.nspname <> current_schema()
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+           AND has_schema_privilege(current_user, n.oid, 'USAGE')
+           AND (has_table_privilege(current_user, c.oid, 'SELECT')
+                OR has_table_privilege(current_user, c.oid, 'INSERT')
+                OR has_table_privilege(current_user, c.oid, 'UPDATE')
+                OR has_table_privilege(current_user, c.oid, 'DELETE'))
+           AND CASE c.relkind
+                 WHEN 'v' THEN NOT COALESCE(c.reloptions::text[] && ARRAY['security_invoker=true', 'security_invoker=on', 'security_invoker=1'], false)
+                 WHEN 'm' THEN true
+                 WHEN 'f' THEN true
+                 ELSE EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                              AND a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped)
+                      AND NOT (c.relrowsecurity AND c.relforcerowsecurity
+                               AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))
+               END
+         ORDER BY 1 LIMIT 100",
+    )
+    .fetch_all(tx)
+    .await?;
+    for r in &rels {
+        let name: String = col(r, "name")?;
+        out.push(finding(
+            format!("relation {name}"),
+            "is reachable by the application role outside Bastion's schema and not protected by row level security",
+        ));
+    }
+    let funcs = sql::query(
+        "SELECT p.oid::regprocedure::text AS name
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE p.prosecdef
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+           AND has_schema_privilege(current_user, n.oid, 'USAGE')
+           AND has_function_privilege(current_user, p.oid, 'EXECUTE')
+         ORDER BY 1 LIMIT 100",
+    )
+    .fetch_all(tx)
+    .await?;
+    for r in &funcs {
+        let name: String = col(r, "name")?;
+        out.push(finding(
+            format!("function {name}"),
+            "is SECURITY DEFINER and executable by the application role (it runs past row level security)",
+        ));
+    }
+    Ok(out)
 }
 
 /// Every reason isolation does not hold for the role connected through `pool`.
@@ -194,6 +335,18 @@ pub(crate) async fn findings(pool: &PgPool) -> StoreResult<Vec<IsolationFinding>
     let mut tx = DbTx::Postgres(sql::PgTx::new(pool.begin().await?));
     let mut out = Vec::new();
 
+    // A tenant that is already set before any transaction sets one (a role or database
+    // default, `options=-c app.tenant_id=…` in the URL) would turn a forgotten tenant into
+    // that tenant's rows instead of an error (Z8).
+    let preset: Option<String> = sql::query("SELECT current_setting('app.tenant_id', true)")
+        .scalar(&mut tx)
+        .await?;
+    if preset.is_some_and(|v| !v.is_empty()) {
+        out.push(finding(
+            "setting app.tenant_id",
+            "has a default for this role, database or connection (it must only be set per transaction)",
+        ));
+    }
     let version = server_version(&mut tx).await?;
     if version < POSTGRES_VERSION_MIN {
         out.push(finding(
@@ -211,6 +364,7 @@ pub(crate) async fn findings(pool: &PgPool) -> StoreResult<Vec<IsolationFinding>
     )
     .fetch_all(&mut tx)
     .await?;
+    let mut superuser = false;
     for r in &roles {
         let name: String = col(r, "rolname")?;
         let is_self: bool = col(r, "is_self")?;
@@ -220,6 +374,7 @@ pub(crate) async fn findings(pool: &PgPool) -> StoreResult<Vec<IsolationFinding>
             format!("role {name} (granted to the connected role)")
         };
         if col::<bool>(r, "rolsuper")? {
+            superuser = true;
             out.push(finding(
                 &who,
                 "is a superuser (superusers bypass row level security)",
@@ -239,7 +394,9 @@ pub(crate) async fn findings(pool: &PgPool) -> StoreResult<Vec<IsolationFinding>
     )
     .fetch_all(&mut tx)
     .await?;
-    for s in &schemas {
+    // A superuser holds every privilege everywhere: listing each schema and table again
+    // says nothing new (and runs to thousands of lines on a shared server).
+    for s in schemas.iter().filter(|_| !superuser) {
         let name: String = col(s, "nspname")?;
         out.push(finding(
             format!("schema {name}"),
@@ -283,19 +440,19 @@ pub(crate) async fn findings(pool: &PgPool) -> StoreResult<Vec<IsolationFinding>
             _ => format!("table {name}"),
         };
         seen_migrations |= name == "schema_migrations";
-        if col::<bool>(r, "owned")? {
+        if !superuser && col::<bool>(r, "owned")? {
             out.push(finding(
                 &what,
                 "is owned by the application role (owners can disable row level security)",
             ));
         }
-        if col::<bool>(r, "can_truncate")? {
+        if !superuser && col::<bool>(r, "can_truncate")? {
             out.push(finding(
                 &what,
                 "the application role may TRUNCATE it (TRUNCATE ignores row level security)",
             ));
         }
-        if col::<bool>(r, "can_trigger")? || col::<bool>(r, "can_reference")? {
+        if !superuser && (col::<bool>(r, "can_trigger")? || col::<bool>(r, "can_reference")?) {
             out.push(finding(
                 &what,
                 "the application role holds TRIGGER or REFERENCES on it",
@@ -338,6 +495,9 @@ pub(crate) async fn findings(pool: &PgPool) -> StoreResult<Vec<IsolationFinding>
             _ => out.push(finding(&what, "cannot carry row level security")),
         }
     }
+
+    out.extend(policy_findings(&mut tx).await?);
+    out.extend(reach_findings(&mut tx).await?);
 
     if seen_migrations {
         let applied: Option<i64> = sql::query("SELECT MAX(version) FROM schema_migrations")

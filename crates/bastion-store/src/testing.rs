@@ -2,7 +2,7 @@
 //!
 //! [`PgTestDb::create`] makes a fresh schema on the PostgreSQL server named by
 //! `BASTION_TEST_PG` (`HOST:PORT/DATABASE`, default `127.0.0.1:5432/test`), migrates it as the
-//! superuser `postgres` (the owner), and ensures the application role [`TEST_APP_ROLE`]: a
+//! superuser `postgres` (the owner), and creates its own application role `<schema>_app`: a
 //! login role that is not a superuser, has no `BYPASSRLS` and owns nothing — so every test
 //! on it runs under row-level security. Schemas older than an hour are dropped on the way.
 //!
@@ -18,8 +18,10 @@ use crate::error::StoreResult;
 use crate::sql::{self, DbTx};
 use crate::{BackendKind, Store};
 
-/// The application role the tests connect as.
-pub const TEST_APP_ROLE: &str = "bastion_test_app";
+/// Prefix of the per-schema application role the tests connect as: `<schema>_app`. One role
+/// per schema, so what one test grants (an unprotected table, on purpose) never shows up in
+/// another test's isolation self-check.
+pub const TEST_APP_ROLE_SUFFIX: &str = "_app";
 /// The owner (migrator) role of test schemas.
 pub const TEST_OWNER_ROLE: &str = "postgres";
 /// Prefix of every test schema.
@@ -53,6 +55,8 @@ pub struct PgTestDb {
     pub owner_url: String,
     /// URL of the application role, `search_path` set to the schema.
     pub app_url: String,
+    /// The application role (login, not superuser, no `BYPASSRLS`, owns nothing).
+    pub app_role: String,
 }
 
 fn url(role: &str, schema: &str) -> String {
@@ -99,14 +103,11 @@ impl PgTestDb {
                 to_drop.push(name);
             }
         }
+        let app_role = format!("{schema}{TEST_APP_ROLE_SUFFIX}");
         sql::raw(
             &mut tx,
             format!(
-                "DO $r$ BEGIN
-                   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{TEST_APP_ROLE}') THEN
-                     CREATE ROLE {TEST_APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
-                   END IF;
-                 END $r$;
+                "CREATE ROLE {app_role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
                  CREATE SCHEMA {schema};"
             ),
         )
@@ -116,9 +117,14 @@ impl PgTestDb {
         // runs out of lock slots); another test dropping the same one first is fine.
         for name in to_drop.iter().take(DROP_PER_CREATE) {
             let mut tx = DbTx::Postgres(sql::PgTx::new(pool.begin().await?));
-            if sql::raw(&mut tx, format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                .await
-                .is_ok()
+            if sql::raw(
+                &mut tx,
+                format!(
+                    "DROP SCHEMA IF EXISTS {name} CASCADE; DROP ROLE IF EXISTS {name}{TEST_APP_ROLE_SUFFIX};"
+                ),
+            )
+            .await
+            .is_ok()
             {
                 let _ = tx.commit().await;
             }
@@ -126,10 +132,11 @@ impl PgTestDb {
         pool.close().await;
         let db = Self {
             owner_url: url(TEST_OWNER_ROLE, &schema),
-            app_url: url(TEST_APP_ROLE, &schema),
+            app_url: url(&app_role, &schema),
+            app_role,
             schema,
         };
-        Store::migrate_postgres(&db.owner_url, TEST_APP_ROLE, clock).await?;
+        Store::migrate_postgres(&db.owner_url, &db.app_role, clock).await?;
         Ok(db)
     }
 

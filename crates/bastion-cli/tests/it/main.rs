@@ -45,18 +45,26 @@ impl Drop for Running {
 }
 
 /// Runs a command to completion with a time limit (a server that starts instead of
-/// refusing would otherwise hang the test).
+/// refusing would otherwise hang the test). Output goes to files, not pipes, so a command
+/// that prints more than a pipe holds cannot block on a reader that is not reading yet.
 async fn run(mut cmd: Command, limit_secs: u64) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let child = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(std::fs::File::create(&out_path).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()))
         .spawn()
         .unwrap();
     let mut running = Running(Some(child));
     for _ in 0..limit_secs * 10 {
-        if running.child().try_wait().unwrap().is_some() {
-            return running.0.take().unwrap().wait_with_output().unwrap();
+        if let Some(status) = running.child().try_wait().unwrap() {
+            running.0.take();
+            return Output {
+                status,
+                stdout: std::fs::read(&out_path).unwrap(),
+                stderr: std::fs::read(&err_path).unwrap(),
+            };
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bastion_store::testing::{PgTestDb, TEST_APP_ROLE};
+use bastion_store::testing::PgTestDb;
 use bastion_types::SharedClock;
 use serde_json::{Value, json};
 
@@ -140,7 +140,7 @@ async fn two_serve_processes_share_revocation_refresh_races_and_one_audit_chain(
         "--database-url",
         &db.owner_url,
         "--app-role",
-        TEST_APP_ROLE,
+        &db.app_role,
     ]);
     let out = run(cmd, 60).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -167,7 +167,7 @@ async fn two_serve_processes_share_revocation_refresh_races_and_one_audit_chain(
     let (demo_proc, demo) = start_demo_with(
         &data,
         &tmp.path().join("demo.log"),
-        &["--database-url", &db.owner_url, "--app-role", TEST_APP_ROLE],
+        &["--database-url", &db.owner_url, "--app-role", &db.app_role],
     )
     .await;
     drop(demo_proc);

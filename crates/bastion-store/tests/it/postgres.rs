@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bastion_audit::{AuditEvent, Outcome, verify};
 use bastion_store::records::{self, FieldRef, RefTarget};
 use bastion_store::refresh::{self, RotateOutcome};
-use bastion_store::testing::{PgTestDb, TEST_APP_ROLE, pg_server};
+use bastion_store::testing::{PgTestDb, pg_server};
 use bastion_store::{Store, StoreError, TenantScope, audit, throttle};
 use bastion_types::{AuthMethod, SharedClock, TenantId};
 use serde_json::json;
@@ -270,7 +270,10 @@ fn problems(err: &StoreError) -> Vec<String> {
 async fn z1_boot_refuses_a_tenant_table_without_forced_rls_and_a_policy_naming_it() {
     let env = Env::postgres().await;
     let mut owner = owner_conn(&env).await;
-    let grant = format!("GRANT SELECT, INSERT ON invoices, notes TO {TEST_APP_ROLE}");
+    let grant = format!(
+        "GRANT SELECT, INSERT ON invoices, notes TO {}",
+        db(&env).app_role
+    );
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE invoices (tenant_id TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
          CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT);
@@ -326,7 +329,8 @@ async fn z4_a_view_must_be_security_invoker_and_then_filters_by_tenant() {
     let mut owner = owner_conn(&env).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE VIEW quote_ids AS SELECT tenant_id, id FROM records WHERE entity = 'quote';
-         GRANT SELECT ON quote_ids TO {TEST_APP_ROLE};"
+         GRANT SELECT ON quote_ids TO {};",
+        db(&env).app_role
     )))
     .execute(&mut owner)
     .await
@@ -626,4 +630,131 @@ async fn two_instances_share_one_audit_chain_refresh_family_throttle_and_version
         1,
         "{outcomes:?}"
     );
+}
+
+#[tokio::test]
+async fn boot_refuses_a_widening_policy_objects_elsewhere_a_definer_function_and_a_preset_tenant() {
+    let env = Env::postgres().await;
+    let role = db(&env).app_role.clone();
+    let schema = db(&env).schema.clone();
+    let mut owner = owner_conn(&env).await;
+    // A permissive `USING (true)` next to the real policy (CVE-2025-48757's class).
+    sqlx::raw_sql("CREATE POLICY oops ON users USING (true)")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let found = problems(&db(&env).open(shared(&env)).await.unwrap_err());
+    assert_eq!(
+        found,
+        vec![
+            "table users: policy oops is not one Bastion's migrations wrote (it may widen what a tenant sees)"
+        ]
+    );
+    sqlx::raw_sql("DROP POLICY oops ON users; DROP POLICY tenant_isolation ON users; CREATE POLICY tenant_isolation ON users USING (tenant_id IS NOT NULL)")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let found = problems(&db(&env).open(shared(&env)).await.unwrap_err());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("table users: policy tenant_isolation"),
+        "{found:?}"
+    );
+    sqlx::raw_sql(
+        "DROP POLICY tenant_isolation ON users;
+         CREATE POLICY tenant_isolation ON users
+             USING (tenant_id = (SELECT app_tenant_id()))
+             WITH CHECK (tenant_id = (SELECT app_tenant_id()));",
+    )
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    db(&env).open(shared(&env)).await.unwrap();
+
+    // Another schema: an owner's view over tenant rows and a table without RLS; and a
+    // SECURITY DEFINER function anyone may execute.
+    let other = format!("{schema}_rep");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA {other}; GRANT USAGE ON SCHEMA {other} TO {role};
+         CREATE VIEW {other}.users_v AS SELECT tenant_id, username FROM {schema}.users;
+         CREATE TABLE {other}.invoices (tenant_id TEXT, id TEXT);
+         GRANT SELECT ON {other}.users_v, {other}.invoices TO {role};
+         CREATE FUNCTION {other}.all_users() RETURNS SETOF text LANGUAGE sql SECURITY DEFINER
+             AS $$ SELECT username FROM {schema}.users $$;"
+    )))
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    let mut found = problems(&db(&env).open(shared(&env)).await.unwrap_err());
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            format!(
+                "function {other}.all_users(): is SECURITY DEFINER and executable by the application role (it runs past row level security)"
+            ),
+            format!(
+                "relation {other}.invoices: is reachable by the application role outside Bastion's schema and not protected by row level security"
+            ),
+            format!(
+                "relation {other}.users_v: is reachable by the application role outside Bastion's schema and not protected by row level security"
+            ),
+        ]
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {other} CASCADE")))
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    db(&env).open(shared(&env)).await.unwrap();
+
+    // A default tenant for the role would turn a forgotten tenant into that tenant's rows.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE {role} SET app.tenant_id = '{}'",
+        env.a.id
+    )))
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    let found = problems(&db(&env).open(shared(&env)).await.unwrap_err());
+    assert_eq!(
+        found,
+        vec![
+            "setting app.tenant_id: has a default for this role, database or connection (it must only be set per transaction)"
+        ]
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE {role} RESET app.tenant_id"
+    )))
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    db(&env).open(shared(&env)).await.unwrap();
+}
+
+#[tokio::test]
+async fn trigger_functions_ignore_a_temp_table_that_shadows_the_audit_log() {
+    let env = Env::postgres().await;
+    let mut tx = env.tx_a().await;
+    audit::append_audit(&mut tx, &event(env.a.id, 1))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = app_conn(&env).await;
+    let mut tx = conn.begin().await.unwrap();
+    set_tenant(&mut tx, env.a.id).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TEMP TABLE audit_log (tenant_id text, seq bigint, hash bytea);
+         INSERT INTO pg_temp.audit_log VALUES ('{}', 2, '\\xdeadbeef');",
+        env.a.id
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let err =
+        sqlx::query("UPDATE audit_heads SET seq = 2, hash = '\\xdeadbeef' WHERE tenant_id = $1")
+            .bind(env.a.id.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+    assert_eq!(sqlstate(&err), "BA002", "{err}");
 }
