@@ -378,6 +378,54 @@ pub async fn jobs(db: &DbArgs, cmd: JobsCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `bastion psp-sandbox`: serves the test-mode PSP until Ctrl-C.
+pub async fn psp_sandbox(
+    listen: &str,
+    api_key_file: &Path,
+    webhook_url: Option<&str>,
+    webhook_secret_file: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("`{listen}` is not an address"))?;
+    if !addr.ip().is_loopback() {
+        bail!("the PSP sandbox listens on loopback only");
+    }
+    let key = String::from_utf8(runtime::read_secret_file(api_key_file)?)
+        .context("the API key file is not text")?;
+    let mut config = bastion_psp_sandbox::SandboxConfig::new(&key, runtime::clock())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match (webhook_url, webhook_secret_file) {
+        (Some(url), Some(file)) => {
+            let secret = String::from_utf8(runtime::read_secret_file(file)?)
+                .context("the webhook secret file is not text")?;
+            config.webhooks.push(bastion_psp_sandbox::WebhookEndpoint {
+                url: url.to_owned(),
+                secret: bastion_payments::webhook::StripeSecret::parse(&secret)
+                    .map_err(|e| anyhow::anyhow!("webhook secret: {e}"))?,
+            });
+        }
+        (None, None) => {}
+        _ => bail!("--webhook-url and --webhook-secret-file go together"),
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "bastion psp-sandbox: test mode, listening on http://{bound}"
+        )?;
+        out.flush()?;
+    }
+    bastion_psp_sandbox::serve(listener, config)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `bastion audit verify`.
 pub async fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
     let AuditCmd::Verify { db } = cmd;

@@ -83,6 +83,22 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::UsersCmd,
     },
+    /// A test-mode payment service provider (Stripe-compatible subset) on loopback, for the
+    /// demo and tests. Never part of `bastion serve`.
+    PspSandbox {
+        /// Address to listen on (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8420")]
+        listen: String,
+        /// File holding the API key clients must present (`sk_test_…`).
+        #[arg(long)]
+        api_key_file: PathBuf,
+        /// Where to deliver signed webhooks (e.g. http://127.0.0.1:8080/v1/webhooks/stripe).
+        #[arg(long)]
+        webhook_url: Option<String>,
+        /// File holding the webhook signing secret (`whsec_…`).
+        #[arg(long)]
+        webhook_secret_file: Option<PathBuf>,
+    },
     /// Background jobs: the dead-letter queue.
     Jobs {
         #[command(flatten)]
@@ -141,6 +157,20 @@ fn main() -> ExitCode {
             Command::Tenants { db, cmd } => commands::tenants(&db, cmd).await,
             Command::Users { db, cmd } => commands::users(&db, cmd).await,
             Command::Jobs { db, cmd } => commands::jobs(&db, cmd).await,
+            Command::PspSandbox {
+                listen,
+                api_key_file,
+                webhook_url,
+                webhook_secret_file,
+            } => {
+                commands::psp_sandbox(
+                    &listen,
+                    &api_key_file,
+                    webhook_url.as_deref(),
+                    webhook_secret_file.as_deref(),
+                )
+                .await
+            }
             Command::Killswitch { db, cmd } => commands::killswitch(&db, cmd).await,
             Command::Audit { cmd } => commands::audit(cmd).await,
         }

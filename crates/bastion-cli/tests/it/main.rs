@@ -10,6 +10,7 @@
 
 mod killswitch;
 mod postgres;
+mod psp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
