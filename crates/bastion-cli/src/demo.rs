@@ -40,6 +40,18 @@ pub struct Credentials {
     pub url: String,
     /// Tenant slug → its users.
     pub tenants: BTreeMap<String, TenantCredentials>,
+    /// The test-mode PSP the demo started (its webhooks go to this demo).
+    #[serde(default)]
+    pub psp: Option<PspCredentials>,
+}
+
+/// The demo's test-mode payment provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PspCredentials {
+    /// Base URL of `bastion psp-sandbox`'s Stripe-compatible API.
+    pub url: String,
+    /// Its API key (`sk_test_…`; test mode only).
+    pub api_key: String,
 }
 
 /// One tenant's demo users.
@@ -121,6 +133,71 @@ impl Postgres {
     }
 }
 
+/// What [`start_psp_sandbox`] started.
+struct DemoPsp {
+    endpoint: bastion_server::webhooks::WebhookEndpoint,
+    credentials: PspCredentials,
+}
+
+/// Starts `bastion psp-sandbox` in-process on 127.0.0.1 (a free port) with an API key and a
+/// webhook secret kept in `DIR/psp.key` and `DIR/psp-webhook.secret` (0600, made once), its
+/// webhooks going to `{demo_url}/v1/webhooks/stripe`.
+async fn start_psp_sandbox(
+    data: &Path,
+    demo_url: &str,
+    clock: &bastion_types::SharedClock,
+) -> anyhow::Result<DemoPsp> {
+    let key_path = data.join("psp.key");
+    let whsec_path = data.join("psp-webhook.secret");
+    if !key_path.exists() {
+        write_private(
+            &key_path,
+            format!("sk_test_{}", bastion_crypto::random_token(24)?).as_bytes(),
+        )?;
+    }
+    if !whsec_path.exists() {
+        write_private(
+            &whsec_path,
+            format!("whsec_{}", bastion_crypto::random_token(24)?).as_bytes(),
+        )?;
+    }
+    let api_key = String::from_utf8(runtime::read_secret_file(&key_path)?)?;
+    let whsec = String::from_utf8(runtime::read_secret_file(&whsec_path)?)?;
+    let mut config = bastion_psp_sandbox::SandboxConfig::new(&api_key, Arc::clone(clock))
+        .map_err(|e| anyhow::anyhow!("psp sandbox: {e}"))?;
+    config.webhooks.push(bastion_psp_sandbox::WebhookEndpoint {
+        url: format!("{demo_url}/v1/webhooks/stripe"),
+        secret: bastion_payments::webhook::StripeSecret::parse(&whsec)
+            .map_err(|e| anyhow::anyhow!("psp sandbox: {e}"))?,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot listen for the psp sandbox")?;
+    let psp_url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        if let Err(e) = bastion_psp_sandbox::serve(listener, config).await {
+            tracing::error!(error = %e, "psp sandbox stopped");
+        }
+    });
+    let verifier = bastion_payments::webhook::WebhookVerifier::new(
+        bastion_payments::webhook::ProviderKind::Stripe,
+        &[whsec.as_str()],
+        300,
+        Arc::clone(clock),
+    )
+    .map_err(|e| anyhow::anyhow!("webhook verifier: {e}"))?;
+    Ok(DemoPsp {
+        endpoint: bastion_server::webhooks::WebhookEndpoint {
+            provider: "stripe".to_owned(),
+            verifier,
+        },
+        credentials: PspCredentials {
+            url: psp_url,
+            api_key,
+        },
+    })
+}
+
 /// Runs the demo until Ctrl-C.
 pub async fn run(
     data: &Path,
@@ -148,13 +225,15 @@ pub async fn run(
         None => format!("sqlite://{}", data.join("bastion.db").display()),
     };
     let store = runtime::open_store(&db_url, Arc::clone(&clock)).await?;
+    // The test-mode PSP, on loopback, signing its webhooks to this demo's receiver.
+    let psp = start_psp_sandbox(data, &url, &clock).await?;
     let options = ServerOptions {
         tls: false,
         cors_allowed_origins: Vec::new(),
         max_body_bytes: bastion_server::config::MAX_BODY_BYTES_DEFAULT,
         request_timeout_secs: bastion_server::config::REQUEST_TIMEOUT_SECS_DEFAULT,
         issuer: url.clone(),
-        webhooks: Vec::new(),
+        webhooks: vec![psp.endpoint],
     };
     let services = runtime::build(BuildArgs {
         app_dir: &app_dir,
@@ -184,12 +263,15 @@ pub async fn run(
         }
         _ => seed(&services, &url).await?,
     };
+    let mut creds = creds;
+    creds.psp = Some(psp.credentials);
     write_private(&creds_path, &serde_json::to_vec_pretty(&creds)?)?;
 
     println_out(&format!(
-        "bastion demo: serving {} at {url}\n  credentials: {}\n  stop with Ctrl-C",
+        "bastion demo: serving {} at {url}\n  credentials: {}\n  test-mode PSP (psp-sandbox): {}\n  stop with Ctrl-C",
         app_dir.display(),
-        creds_path.display()
+        creds_path.display(),
+        creds.psp.as_ref().map_or("", |p| p.url.as_str())
     ));
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -279,5 +361,6 @@ async fn seed(services: &runtime::Services, url: &str) -> anyhow::Result<Credent
     Ok(Credentials {
         url: url.to_owned(),
         tenants,
+        psp: None,
     })
 }

@@ -281,6 +281,48 @@ async fn demo_end_to_end_then_audit_verify_detects_a_flipped_byte_and_prod_refus
         .await;
     assert_eq!(status, 403);
 
+    // The demo's test-mode PSP: a charge there sends a signed webhook to the demo, which
+    // verifies it and records it (system audit chain).
+    let psp_url = demo.creds["psp"]["url"].as_str().unwrap().to_owned();
+    let psp_key = demo.creds["psp"]["api_key"].as_str().unwrap().to_owned();
+    assert!(psp_url.starts_with("http://127.0.0.1:"), "{psp_url}");
+    let res = demo
+        .http
+        .post(format!("{psp_url}/v1/payment_intents"))
+        .bearer_auth(&psp_key)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("amount=2500&currency=eur&payment_method=pm_card_visa&confirm=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut received = false;
+    for _ in 0..100 {
+        let clock: bastion_types::SharedClock = std::sync::Arc::new(SystemClock);
+        let store = bastion_store::Store::open_sqlite_read_only(&data.join("bastion.db"), clock)
+            .await
+            .unwrap();
+        let mut sys = store.system().await.unwrap();
+        let chain = bastion_store::audit::system_read_chain(&mut sys)
+            .await
+            .unwrap();
+        drop(sys);
+        store.close().await;
+        if chain
+            .records
+            .iter()
+            .any(|r| r.body.contains("\"webhook.received\""))
+        {
+            received = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        received,
+        "the sandbox's webhook was not received and verified"
+    );
+
     drop(running);
 
     // The audit log verifies.
