@@ -31,6 +31,7 @@ pub mod pg;
 pub mod refresh;
 pub mod setup;
 pub mod stats;
+pub mod webhooks;
 
 use std::fmt::Display;
 use std::io::Write;
