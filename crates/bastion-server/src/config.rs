@@ -398,6 +398,37 @@ impl Config {
                 );
             }
         }
+        // Webhook signing secrets are secrets too: readable, and private to their owner.
+        for w in &self.payments.webhooks {
+            if w.secret_files.is_empty() {
+                return Err(ConfigError::Unsafe(format!(
+                    "payments.webhooks `{}` has no secret_files",
+                    w.provider
+                )));
+            }
+            for f in &w.secret_files {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(f)
+                        .map(|m| m.permissions().mode())
+                        .map_err(|_| {
+                            ConfigError::Unsafe(format!(
+                                "payments.webhooks `{}`: secret file `{}` cannot be read",
+                                w.provider,
+                                f.display()
+                            ))
+                        })?;
+                    if mode & 0o077 != 0 {
+                        return Err(ConfigError::Unsafe(format!(
+                            "payments.webhooks `{}`: secret file `{}` is readable by group or others; chmod 600 it",
+                            w.provider,
+                            f.display()
+                        )));
+                    }
+                }
+            }
+        }
         let host = self
             .identity
             .issuer
@@ -569,5 +600,35 @@ mod tests {
         assert!(
             check_database_url("database.url", "postgres://app@localhost/db?host=x", true).is_err()
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn prod_refuses_a_webhook_secret_file_others_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("bastion-cfg-wh-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("secret.key");
+        std::fs::write(&key, "k9Qz2xLm4Rt7Vb1Nc8Hd3Jf6Gs0Pw5Ya").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let whsec = dir.join("whsec");
+        std::fs::write(&whsec, "whsec_test_secret").unwrap();
+        std::fs::set_permissions(&whsec, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let tls = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"";
+        let mut cfg = base("prod", tls, Some(&key));
+        cfg.check_safe().unwrap();
+        cfg.payments.webhooks.push(WebhookSection {
+            provider: "stripe".into(),
+            scheme: WebhookScheme::Stripe,
+            secret_files: vec![whsec.clone()],
+            tolerance_secs: 300,
+        });
+        let err = cfg.check_safe().unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&whsec, std::fs::Permissions::from_mode(0o600)).unwrap();
+        cfg.check_safe().unwrap();
+        cfg.payments.webhooks[0].secret_files.clear();
+        assert!(cfg.check_safe().is_err(), "no secret at all is refused");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
