@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bastion_audit::{AuditEvent, Outcome};
-use bastion_payments::webhook::{StripeEvent, VerifiedEvent, WebhookError, WebhookVerifier};
+use bastion_payments::webhook::{VerifiedEvent, WebhookError, WebhookVerifier};
 use bastion_store::{audit, jobs, webhook};
 use bastion_types::TenantId;
 use http::HeaderMap;
@@ -43,15 +43,6 @@ pub struct WebhookEndpoint {
 
 fn nil_tenant() -> TenantId {
     TenantId::from_uuid(uuid::Uuid::nil())
-}
-
-fn refusal(reason: &'static str) -> Response {
-    let code = match reason {
-        "body too large" => Code::PayloadTooLarge,
-        "not an event" => Code::BadRequest,
-        _ => Code::WebhookSignature,
-    };
-    Problem::of(code).into_response()
 }
 
 fn reason_of(e: &WebhookError) -> &'static str {
@@ -121,7 +112,12 @@ pub async fn receive(
             {
                 return r;
             }
-            return refusal(reason);
+            let code = match e {
+                WebhookError::BodyTooLarge { .. } => Code::PayloadTooLarge,
+                WebhookError::InvalidEvent(_) => Code::BadRequest,
+                _ => Code::WebhookSignature,
+            };
+            return Problem::of(code).into_response();
         }
     };
     match accept(&s, &endpoint.provider, &event).await {
@@ -138,8 +134,7 @@ async fn accept(s: &AppState, provider: &str, event: &VerifiedEvent) -> Result<b
     // State changes are ordered by when the provider emitted them (the event's `created`;
     // handlers break ties within a second by the status's place in the object's life), so an
     // older event never overwrites a newer state (P6).
-    let object = StripeEvent::parse(&event.body).ok();
-    let object_id = object.as_ref().and_then(|o| o.object_id.clone());
+    let object_id = event.object_id.as_deref();
     let ordering = event.created;
     let mut sys = s.store.system().await.map_err(|_| unavailable())?;
     let recorded = webhook::record_event(
@@ -148,7 +143,7 @@ async fn accept(s: &AppState, provider: &str, event: &VerifiedEvent) -> Result<b
             provider,
             event_id: &event.id,
             event_type: &event.provider_event_type,
-            object_id: object_id.as_deref(),
+            object_id,
             ordering_key: ordering,
             body,
         },

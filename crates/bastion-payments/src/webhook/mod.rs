@@ -73,6 +73,8 @@ pub struct VerifiedEvent {
     pub created: UnixTime,
     /// The timestamp the sender signed this delivery with, Unix seconds.
     pub signed_at: UnixTime,
+    /// The id of the object the event is about (Stripe `data.object.id`), when it has one.
+    pub object_id: Option<String>,
     /// The raw body exactly as received and verified.
     pub body: Vec<u8>,
 }
@@ -233,6 +235,7 @@ impl WebhookVerifier {
                     provider_event_type: event.event_type,
                     created: event.created,
                     signed_at,
+                    object_id: event.object_id,
                     body: body.to_vec(),
                 })
             }
@@ -256,6 +259,7 @@ impl WebhookVerifier {
                     provider_event_type: event.event_type,
                     created: event.occurred_at,
                     signed_at,
+                    object_id: None,
                     body: body.to_vec(),
                 })
             }
