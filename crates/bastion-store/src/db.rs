@@ -41,51 +41,29 @@ pub(crate) struct Migration {
     pub(crate) sql: &'static str,
 }
 
-const MIGRATIONS_SQLITE: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../migrations/sqlite/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "ledger",
-        sql: include_str!("../migrations/sqlite/0002_ledger.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "payments",
-        sql: include_str!("../migrations/sqlite/0003_payments.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "killswitch",
-        sql: include_str!("../migrations/sqlite/0004_killswitch.sql"),
-    },
-];
+/// Both backends' migration lists from one list of `(version, name, file stem)`: the two
+/// can never disagree on versions or order; each backend has its own SQL file per version.
+macro_rules! migrations {
+    ($($version:literal, $name:literal, $file:literal;)+) => {
+        const MIGRATIONS_SQLITE: &[Migration] = &[$(Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../migrations/sqlite/", $file, ".sql")),
+        }),+];
+        pub(crate) const MIGRATIONS_POSTGRES: &[Migration] = &[$(Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../migrations/postgres/", $file, ".sql")),
+        }),+];
+    };
+}
 
-pub(crate) const MIGRATIONS_POSTGRES: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../migrations/postgres/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "ledger",
-        sql: include_str!("../migrations/postgres/0002_ledger.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "payments",
-        sql: include_str!("../migrations/postgres/0003_payments.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "killswitch",
-        sql: include_str!("../migrations/postgres/0004_killswitch.sql"),
-    },
-];
+migrations! {
+    1, "init", "0001_init";
+    2, "ledger", "0002_ledger";
+    3, "payments", "0003_payments";
+    4, "killswitch", "0004_killswitch";
+}
 
 /// The database handle. Cheap to clone (a connection pool and the clock).
 ///

@@ -311,10 +311,10 @@ impl Builder {
         self
     }
 
-    pub(crate) fn build(&self) -> Query {
+    pub(crate) fn build(self) -> Query {
         Query {
-            sql: Cow::Owned(self.sql.clone()),
-            args: self.args.clone(),
+            sql: Cow::Owned(self.sql),
+            args: self.args,
         }
     }
 }
