@@ -242,7 +242,10 @@ pub struct StripeWebhook;
 impl JobHandler for StripeWebhook {
     fn handle<'a>(&'a self, store: &'a Store, job: &'a Job) -> HandlerFuture<'a> {
         Box::pin(async move {
-            let failed = |_: StoreError| JobFailure("store error");
+            let failed = |e: StoreError| {
+                tracing::warn!(error = %e, job = %job.id, "webhook job: store error");
+                JobFailure("store error")
+            };
             let payload: Value =
                 serde_json::from_str(&job.payload).map_err(|_| JobFailure("bad job payload"))?;
             let event_id = payload["event_id"]
