@@ -228,8 +228,8 @@ pub async fn rls(sz: PgSizes, progress: &dyn Fn(&str)) -> Result<RlsResult, Benc
 
     store.close().await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA {} CASCADE",
-        db.schema
+        "DROP SCHEMA {} CASCADE; DROP ROLE IF EXISTS {};",
+        db.schema, db.app_role
     )))
     .execute(&mut owner)
     .await
