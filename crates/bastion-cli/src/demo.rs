@@ -198,13 +198,43 @@ async fn start_psp_sandbox(
     })
 }
 
-/// Runs the demo until Ctrl-C.
-pub async fn run(
+/// A demo instance serving in this process ([`start`]).
+pub struct Started {
+    /// Base URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+    /// What `demo-credentials.json` holds.
+    pub creds: Credentials,
+    /// Where the credentials were written.
+    pub creds_path: PathBuf,
+    /// The store the instance serves from.
+    pub store: bastion_store::Store,
+    /// The app directory served.
+    pub app_dir: PathBuf,
+    /// The database URL it serves from (`sqlite://…`, or PostgreSQL as the app role).
+    pub db_url: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Started {
+    /// Stops the server and the worker and waits for the server to finish.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+    }
+}
+
+/// Starts the demo (store, PSP sandbox, seed, server, worker) in this process and returns
+/// once it is listening.
+///
+/// # Errors
+/// Unusable data dir, address, app or database.
+pub async fn start(
     data: &Path,
     listen_addr: &str,
     app: Option<&Path>,
     pg: Option<Postgres>,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Started> {
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     restrict(data, 0o700)?;
     let app_dir = app_dir(app)?;
@@ -267,26 +297,42 @@ pub async fn run(
     creds.psp = Some(psp.credentials);
     write_private(&creds_path, &serde_json::to_vec_pretty(&creds)?)?;
 
-    println_out(&format!(
-        "bastion demo: serving {} at {url}\n  credentials: {}\n  test-mode PSP (psp-sandbox): {}\n  stop with Ctrl-C",
-        app_dir.display(),
-        creds_path.display(),
-        creds.psp.as_ref().map_or("", |p| p.url.as_str())
-    ));
     let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        let _ = tx.send(true);
+    let store = services.state.store.clone();
+    runtime::spawn_worker(store.clone(), rx.clone());
+    let router = bastion_server::router(services.state);
+    let server = tokio::spawn(async move {
+        listen::serve(listener, router, None, ConnLimits::default(), rx).await;
     });
-    runtime::spawn_worker(services.state.store.clone(), rx.clone());
-    listen::serve(
-        listener,
-        bastion_server::router(services.state),
-        None,
-        ConnLimits::default(),
-        rx,
-    )
-    .await;
+    Ok(Started {
+        url,
+        creds,
+        creds_path,
+        store,
+        app_dir,
+        db_url,
+        stop: tx,
+        server,
+    })
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(
+    data: &Path,
+    listen_addr: &str,
+    app: Option<&Path>,
+    pg: Option<Postgres>,
+) -> anyhow::Result<ExitCode> {
+    let started = start(data, listen_addr, app, pg).await?;
+    println_out(&format!(
+        "bastion demo: serving {} at {}\n  credentials: {}\n  test-mode PSP (psp-sandbox): {}\n  stop with Ctrl-C",
+        started.app_dir.display(),
+        started.url,
+        started.creds_path.display(),
+        started.creds.psp.as_ref().map_or("", |p| p.url.as_str())
+    ));
+    let _ = tokio::signal::ctrl_c().await;
+    started.stop().await;
     Ok(ExitCode::SUCCESS)
 }
 

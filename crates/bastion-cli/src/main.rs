@@ -1,13 +1,14 @@
 //! The `bastion` binary: a thin shell over the library crates.
 //!
 //! Commands: `demo`, `serve`, `check`, `migrate`, `tenants`, `users`, `audit verify`,
-//! `killswitch`. Each returns an
+//! `killswitch`, `tabletop`. Each returns an
 //! `anyhow::Result`; the exit code is 0 on success, 1 on findings or refusal, 2 on usage
 //! errors (clap).
 
 mod commands;
 mod demo;
 mod runtime;
+mod tabletop;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -118,11 +119,44 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::AuditCmd,
     },
+    /// The tabletop exercise: live attacks on the vendor-quote rollout, one report. Without
+    /// --url it starts its own demo instance (fresh data dir). Exit 1 if any scenario fails.
+    Tabletop {
+        /// Drive this running instance through its public HTTP interface instead.
+        #[arg(long)]
+        url: Option<String>,
+        /// Demo credentials of the --url instance (default: DIR/demo-credentials.json).
+        #[arg(long)]
+        credentials: Option<PathBuf>,
+        /// Data dir: of the --url instance (audit evidence, webhook secret), or where the
+        /// self-started one keeps its data (default: a fresh temporary dir).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Self-started on PostgreSQL: URL of a role that may create schemas and roles. With
+        /// --url: the instance's database as its application role (audit evidence).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// App dir the self-started instance serves (default: examples/vendor-quote).
+        #[arg(long)]
+        app: Option<PathBuf>,
+        /// Write the report to FILE.md and FILE.json instead of printing it.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Run only the scenarios whose id contains this text.
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    runtime::init_tracing();
+    // The tabletop's output is its report; the instance it starts logs warnings only.
+    let level = if matches!(cli.command, Command::Tabletop { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    runtime::init_tracing(level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -173,6 +207,26 @@ fn main() -> ExitCode {
             }
             Command::Killswitch { db, cmd } => commands::killswitch(&db, cmd).await,
             Command::Audit { cmd } => commands::audit(cmd).await,
+            Command::Tabletop {
+                url,
+                credentials,
+                data,
+                database_url,
+                app,
+                report,
+                only,
+            } => {
+                tabletop::run(tabletop::Options {
+                    url,
+                    credentials,
+                    data,
+                    database_url,
+                    app,
+                    report,
+                    only,
+                })
+                .await
+            }
         }
     });
     match result {

@@ -18,11 +18,11 @@ use bastion_tools::Pipeline;
 use bastion_types::{SharedClock, SystemClock};
 use tokio::net::TcpListener;
 
-/// JSON logs to stderr; `RUST_LOG` filters (default `info`). Secrets never reach a log line:
+/// JSON logs to stderr; `RUST_LOG` filters (default `default_level`). Secrets never reach a log line:
 /// the libraries never format them.
-pub fn init_tracing() {
+pub fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
