@@ -43,6 +43,7 @@
 pub mod chart;
 mod error;
 mod events;
+pub mod reconcile;
 
 pub use bastion_store::ledger::{Account, AccountId, Entry, EntryId, LedgerCheck, Posting};
 pub use bastion_types::{Currency, Money};
