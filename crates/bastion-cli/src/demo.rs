@@ -278,7 +278,7 @@ pub async fn run(
         let _ = tokio::signal::ctrl_c().await;
         let _ = tx.send(true);
     });
-    runtime::spawn_worker(services.state.store.clone(), rx.clone());
+    runtime::spawn_worker(services.state.store.clone(), rx.clone(), None);
     listen::serve(
         listener,
         bastion_server::router(services.state),
