@@ -317,7 +317,12 @@ pub async fn rotate_secret(
     retire: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
-    let Some(section) = cfg.payments.webhooks.iter().find(|w| w.provider == provider) else {
+    let Some(section) = cfg
+        .payments
+        .webhooks
+        .iter()
+        .find(|w| w.provider == provider)
+    else {
         bail!("the config has no [[payments.webhooks]] with provider `{provider}`");
     };
     let mut out = std::io::stdout().lock();

@@ -11,6 +11,7 @@
 mod killswitch;
 mod postgres;
 mod psp;
+mod reconcile;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
