@@ -360,3 +360,137 @@ async fn psp_sandbox_refuses_a_prod_config() {
     assert!(text(&out.stderr).contains("refusing to start"));
     assert!(!text(&out.stdout).contains("listening"));
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `bastion serve --config cfg` and waits for its health endpoint.
+async fn start_serve(cfg: &Path, port: u16, log: &Path) -> crate::Running {
+    let mut serve = crate::Running(Some(
+        bin()
+            .args(["serve", "--config"])
+            .arg(cfg)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(
+                std::fs::File::create(log).unwrap(),
+            ))
+            .spawn()
+            .unwrap(),
+    ));
+    let http = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Some(status) = serve.child().try_wait().unwrap() {
+            panic!(
+                "exited with {status}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return serve;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "serve did not come up: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+async fn reconcile_jobs(db: &Path) -> Vec<(String, String)> {
+    use sqlx::{Connection, Row};
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(db);
+    let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    let rows = sqlx::query("SELECT payload, state FROM jobs WHERE kind = 'reconcile'")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| (r.get::<String, _>("payload"), r.get::<String, _>("state")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reconciles_yesterday_once_as_a_scheduled_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let clock: SharedClock = Arc::new(SystemClock);
+    let sandbox = Sandbox::new(SandboxConfig::new(KEY, Arc::clone(&clock)).unwrap()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let _task = tokio::spawn(async move { sandbox.serve(listener).await.unwrap() });
+    write_private(&dir.join("sk"), KEY);
+    write_private(
+        &dir.join("secret.key"),
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEF",
+    );
+    let port = free_port();
+    let cfg = dir.join("serve.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "profile = \"dev\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[app]\ndir = {:?}\n[database]\nurl = \"sqlite://{}\"\n[identity]\nissuer = \"http://bastion.test\"\naudience = \"bastion\"\nkey_dir = {:?}\nsecret_key_file = {:?}\n[payments.psp]\nbase_url = \"{url}\"\napi_key_file = {:?}\ndaily_report = true\n",
+            crate::app_dir().display().to_string(),
+            dir.join("bastion.db").display(),
+            dir.join("keys").display().to_string(),
+            dir.join("secret.key").display().to_string(),
+            dir.join("sk").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let yesterday = bastion_ledger::reconcile::Day::of(clock.now())
+        .prev()
+        .to_string();
+    let db = dir.join("bastion.db");
+    let log = dir.join("serve.log");
+    let serve = start_serve(&cfg, port, &log).await;
+    // The scheduler enqueues yesterday's job at start; the worker runs it.
+    let mut done = false;
+    for _ in 0..600 {
+        let jobs = reconcile_jobs(&db).await;
+        if jobs.iter().any(|(_, s)| s == "done") {
+            assert_eq!(jobs.len(), 1, "{jobs:?}");
+            let payload: Value = serde_json::from_str(&jobs[0].0).unwrap();
+            assert_eq!(payload["date"], yesterday.as_str());
+            done = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        done,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    drop(serve);
+
+    // A restart offers the same day again: still one job.
+    let serve = start_serve(&cfg, port, &log).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    drop(serve);
+    assert_eq!(reconcile_jobs(&db).await.len(), 1);
+
+    // The run is audited: one completed record for yesterday, clean.
+    let store = Store::open_sqlite(&db, clock).await.unwrap();
+    let mut sys = store.system().await.unwrap();
+    let chain = audit::system_read_chain(&mut sys).await.unwrap();
+    let completed: Vec<Value> = chain
+        .records
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
+        .filter(|v| v["action"] == "reconcile.completed")
+        .collect();
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0]["target"], format!("day:{yesterday}"));
+    assert_eq!(completed[0]["outcome"], "ok");
+}
