@@ -487,3 +487,57 @@ fn psp_lines_of_the_day_before_only_are_not_drift_of_the_day() {
     assert!(rep.is_clean());
     assert_eq!(rep.report_lines, None);
 }
+
+#[tokio::test]
+async fn a_scheduled_job_is_stored_once_per_key() {
+    let env = Env::new().await;
+    let payload = json!({ "date": DATE }).to_string();
+    let job = bastion_store::jobs::NewJob {
+        kind: "reconcile",
+        payload: &payload,
+        max_attempts: 8,
+        delay_secs: 0,
+    };
+    let mut sys = env.store.system().await.unwrap();
+    let first = bastion_store::jobs::enqueue_once(&mut sys, &job)
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    assert!(
+        bastion_store::jobs::enqueue_once(&mut sys, &job)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    sys.commit().await.unwrap();
+    // Other instances, concurrently: still one.
+    let store = Arc::new(env.store.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let store = Arc::clone(&store);
+        let payload = json!({ "date": "2023-11-15" }).to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut sys = store.system().await.unwrap();
+            let id = bastion_store::jobs::enqueue_once(
+                &mut sys,
+                &bastion_store::jobs::NewJob {
+                    kind: "reconcile",
+                    payload: &payload,
+                    max_attempts: 8,
+                    delay_secs: 0,
+                },
+            )
+            .await
+            .unwrap();
+            sys.commit().await.unwrap();
+            id.is_some()
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1);
+}
