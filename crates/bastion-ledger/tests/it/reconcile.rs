@@ -541,3 +541,101 @@ async fn a_scheduled_job_is_stored_once_per_key() {
     }
     assert_eq!(created, 1);
 }
+
+#[derive(Debug, Clone, Copy)]
+enum PropOp {
+    /// Charge `amount` for tenant a (false) or b (true), in EUR (false) or JPY (true).
+    Charge(bool, bool, i64),
+    /// Refund up to `amount` of the n-th charge (modulo the number of charges).
+    Refund(usize, i64),
+}
+
+fn prop_op() -> impl proptest::strategy::Strategy<Value = PropOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (any::<bool>(), any::<bool>(), 50..100_000_i64)
+            .prop_map(|(t, c, a)| PropOp::Charge(t, c, a)),
+        (0..8_usize, 1..100_000_i64).prop_map(|(i, a)| PropOp::Refund(i, a)),
+    ]
+}
+
+async fn prop_case(ops: Vec<PropOp>) {
+    let w = world().await;
+    let jpy = Currency::parse("JPY").unwrap();
+    let mut charges: Vec<(TenantId, Charged, i64)> = Vec::new();
+    for (i, op) in ops.into_iter().enumerate() {
+        w.at(D + 60 * i64::try_from(i).unwrap());
+        match op {
+            PropOp::Charge(t, c, a) => {
+                let tenant = if t { w.env.b } else { w.env.a };
+                let cur = if c { jpy } else { eur() };
+                let ch = w.charge_at_psp(tenant, a, cur).await;
+                w.post_capture(tenant, &ch, ch.amount, ch.fee).await;
+                charges.push((tenant, ch, 0));
+            }
+            PropOp::Refund(n, a) => {
+                if charges.is_empty() {
+                    continue;
+                }
+                let k = n % charges.len();
+                let left = charges[k].1.amount.minor - charges[k].2;
+                let amount = a.min(left);
+                if amount == 0 {
+                    continue;
+                }
+                let (tenant, ch, _) = &charges[k];
+                w.refund(*tenant, ch, amount).await;
+                charges[k].2 += amount;
+            }
+        }
+    }
+    let report = w.run(None).await;
+    assert!(report.is_clean(), "{report:#?}");
+    // After a clean reconciliation the ledger's PSP balance is the PSP's, per currency.
+    let all = w
+        .psp
+        .list_balance_transactions(bastion_payments::psp::TimeRange {
+            from: 0,
+            to: D + 2 * 86_400,
+        })
+        .await
+        .unwrap();
+    for cur in [eur(), jpy] {
+        let psp_net: i64 = all
+            .iter()
+            .filter(|t| t.currency == cur)
+            .map(|t| t.amount_minor - t.fee_minor)
+            .sum();
+        let mut ledger_net = 0;
+        for t in [w.env.a, w.env.b] {
+            let mut tx = w.env.tx(t).await;
+            ledger_net += bastion_ledger::totals(&mut tx, cur)
+                .await
+                .unwrap()
+                .psp_clearing_minor;
+            tx.rollback().await.unwrap();
+        }
+        assert_eq!(ledger_net, psp_net, "{cur}");
+    }
+}
+
+#[test]
+fn after_a_clean_reconciliation_ledger_balances_equal_the_psps() {
+    use proptest::test_runner::{Config, TestRunner};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut runner = TestRunner::new(Config {
+        cases: 8,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&proptest::collection::vec(prop_op(), 1..10), |ops| {
+            rt.block_on(prop_case(ops));
+            Ok(())
+        })
+        .unwrap();
+}
