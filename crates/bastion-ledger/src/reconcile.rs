@@ -70,6 +70,10 @@ pub enum ReconcileError {
     /// The daily report does not have the documented shape.
     #[error("the daily report does not have the documented shape")]
     Report,
+    /// More tenants than one run reads ([`tenants::TENANTS_LIST_MAX`]): refused rather than
+    /// reporting the money of unread tenants as missing from the ledger.
+    #[error("more tenants than one reconciliation reads")]
+    TooManyTenants,
     /// The PSP failed.
     #[error(transparent)]
     Psp(#[from] PspError),
@@ -752,7 +756,7 @@ pub struct Reconciliation {
 /// to alert and audit.
 ///
 /// # Errors
-/// [`ReconcileError::Store`].
+/// [`ReconcileError::Store`], [`ReconcileError::TooManyTenants`].
 pub async fn reconcile(
     store: &Store,
     psp: &PspSide,
@@ -761,6 +765,9 @@ pub async fn reconcile(
     let mut sys = store.system().await?;
     let all = tenants::list_tenants(&mut sys).await?;
     sys.rollback().await?;
+    if i64::try_from(all.len()).unwrap_or(i64::MAX) >= tenants::TENANTS_LIST_MAX {
+        return Err(ReconcileError::TooManyTenants);
+    }
     let mut ledger = Vec::new();
     for t in &all {
         ledger.extend(ledger_lines(store, t.id, r.day).await?);
