@@ -1,12 +1,14 @@
 //! The `bastion` binary: a thin shell over the library crates.
 //!
 //! Commands: `demo`, `serve`, `check`, `migrate`, `tenants`, `users`, `audit verify`,
-//! `killswitch`, `tabletop`. Each returns an
+//! `killswitch`, `psp-sandbox`, `jobs`, `reconcile`, `webhooks rotate-secret`, `tabletop`. Each
+//! returns an
 //! `anyhow::Result`; the exit code is 0 on success, 1 on findings or refusal, 2 on usage
 //! errors (clap).
 
 mod commands;
 mod demo;
+mod payments;
 mod runtime;
 mod tabletop;
 
@@ -99,6 +101,31 @@ enum Command {
         /// File holding the webhook signing secret (`whsec_…`).
         #[arg(long)]
         webhook_secret_file: Option<PathBuf>,
+        /// A Bastion config: the sandbox refuses to start when its profile is not `dev`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Reconcile one UTC day: the ledger against the PSP's balance transactions (and its
+    /// daily report with `[payments.psp] daily_report = true`). Prints the report; every
+    /// drift item is alerted and audited. Exit 0 on a clean day, 1 on drift.
+    Reconcile {
+        /// The config of the instance (`[database]`, `[payments.psp]`).
+        #[arg(long)]
+        config: PathBuf,
+        /// The day, `YYYY-MM-DD` (UTC).
+        #[arg(long)]
+        date: String,
+        /// Narrow the report to one tenant (slug); PSP money no tenant claims stays listed.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Webhook signing secrets.
+    Webhooks {
+        #[command(subcommand)]
+        cmd: WebhooksCmd,
     },
     /// Background jobs: the dead-letter queue.
     Jobs {
@@ -145,6 +172,25 @@ enum Command {
         /// Run only the scenarios whose id contains this text.
         #[arg(long)]
         only: Option<String>,
+    },
+}
+
+/// `bastion webhooks ...`
+#[derive(Debug, Subcommand)]
+enum WebhooksCmd {
+    /// Rotate a provider's signing secret: writes a new secret to a new 0600 file and prints
+    /// the `secret_files` list to configure (old and new both accepted) and, once, the new
+    /// secret to register at the PSP. `--retire OLD_FILE` prints the list without OLD_FILE.
+    RotateSecret {
+        /// The config holding `[[payments.webhooks]]`.
+        #[arg(long)]
+        config: PathBuf,
+        /// The provider (`[[payments.webhooks]] provider`).
+        #[arg(long)]
+        provider: String,
+        /// Retire this secret file instead of adding a new one.
+        #[arg(long)]
+        retire: Option<PathBuf>,
     },
 }
 
@@ -196,7 +242,9 @@ fn main() -> ExitCode {
                 api_key_file,
                 webhook_url,
                 webhook_secret_file,
+                config,
             } => {
+                payments::refuse_sandbox_outside_dev(config.as_deref())?;
                 commands::psp_sandbox(
                     &listen,
                     &api_key_file,
@@ -227,6 +275,20 @@ fn main() -> ExitCode {
                 })
                 .await
             }
+            Command::Reconcile {
+                config,
+                date,
+                tenant,
+                json,
+            } => payments::reconcile_cmd(&config, &date, tenant.as_deref(), json).await,
+            Command::Webhooks {
+                cmd:
+                    WebhooksCmd::RotateSecret {
+                        config,
+                        provider,
+                        retire,
+                    },
+            } => payments::rotate_secret(&config, &provider, retire.as_deref()).await,
         }
     });
     match result {

@@ -257,14 +257,24 @@ pub fn webhook_endpoints(
     Ok(out)
 }
 
-/// Starts the job worker (webhook handlers, retries, dead letters) until `stop`.
-pub fn spawn_worker(store: Store, stop: tokio::sync::watch::Receiver<bool>) {
+/// Starts the job worker (webhook handlers, retries, dead letters) until `stop`; with
+/// `reconcile`, also the `reconcile` job handler and its daily scheduler (yesterday's day,
+/// enqueued once per day).
+pub fn spawn_worker(
+    store: Store,
+    stop: tokio::sync::watch::Receiver<bool>,
+    reconcile: Option<crate::payments::ReconcileJob>,
+) {
     let name = format!("bastion-{}", std::process::id());
-    let worker = bastion_tools::worker::Worker::new(
-        store,
+    let mut worker = bastion_tools::worker::Worker::new(
+        store.clone(),
         bastion_tools::worker::WorkerConfig::named(&name),
     )
     .with_standard_handlers();
+    if let Some(job) = reconcile {
+        worker = worker.with_handler(crate::payments::RECONCILE_JOB, Arc::new(job));
+        crate::payments::spawn_scheduler(store, clock(), stop.clone());
+    }
     tokio::spawn(worker.run(stop));
 }
 
@@ -273,6 +283,7 @@ pub async fn run_server(
     state: AppState,
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
+    reconcile: Option<crate::payments::ReconcileJob>,
     on_bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
@@ -285,7 +296,7 @@ pub async fn run_server(
         let _ = tokio::signal::ctrl_c().await;
         let _ = tx.send(true);
     });
-    spawn_worker(state.store.clone(), rx.clone());
+    spawn_worker(state.store.clone(), rx.clone(), reconcile);
     listen::serve(
         listener,
         bastion_server::router(state),
@@ -319,6 +330,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
             bastion_crypto::FIELD_MASTER_SECRET_BYTES_MIN
         );
     }
+    let reconcile = crate::payments::reconcile_job(&cfg)?;
     let clock = clock();
     if let Some(owner) = &cfg.database.migrate_url {
         migrate_postgres(owner, &role_of(&cfg.database.url)?, &clock).await?;
@@ -358,7 +370,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         field_secret,
     })
     .await?;
-    run_server(services.state, cfg.server.listen, tls, |a| {
+    run_server(services.state, cfg.server.listen, tls, reconcile, |a| {
         tracing::info!(addr = %a, profile = ?cfg.profile, "bastion listening");
     })
     .await?;

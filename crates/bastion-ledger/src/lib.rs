@@ -39,10 +39,15 @@
 //! with the rest of the request (its audit record, its idempotency key). A refused entry
 //! ([`LedgerError`] other than [`LedgerError::Store`]) wrote nothing and leaves the
 //! transaction usable.
+//!
+//! **Daily reconciliation** ([`reconcile`]): one UTC day of every tenant's entries against the
+//! PSP's balance transactions and daily report, drift classified, alerted and audited. Entries
+//! name the PSP object that moved the money in their detail (`{"psp_object": "ch_…"}`).
 
 pub mod chart;
 mod error;
 mod events;
+pub mod reconcile;
 
 pub use bastion_store::ledger::{Account, AccountId, Entry, EntryId, LedgerCheck, Posting};
 pub use bastion_types::{Currency, Money};

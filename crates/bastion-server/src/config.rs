@@ -71,6 +71,51 @@ pub struct PaymentsSection {
     /// `[[payments.webhooks]]`: one per provider served at `/v1/webhooks/{provider}`.
     #[serde(default)]
     pub webhooks: Vec<WebhookSection>,
+    /// `[payments.psp]`: the PSP Bastion calls (Stripe-compatible API), if any.
+    #[serde(default)]
+    pub psp: Option<PspSection>,
+}
+
+/// `[payments.psp]`: where the Stripe-compatible PSP is and its secret key.
+///
+/// Outside the `dev` profile the built-in test-mode PSP (`bastion psp-sandbox`, which
+/// listens on loopback over plain HTTP) is refused: `base_url` must be `https` on a
+/// non-loopback host. In `prod` a test-mode key (`sk_test_…`, `rk_test_…`) is refused too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PspSection {
+    /// The API base, e.g. `https://api.stripe.com`.
+    pub base_url: String,
+    /// File holding the secret API key (`sk_…`/`rk_…`), mode 0600.
+    pub api_key_file: PathBuf,
+    /// Also compare the PSP's daily balance report (major units) during reconciliation: the
+    /// `GET /v1/reporting/daily_balance` of the built-in sandbox. Default `false`.
+    #[serde(default)]
+    pub daily_report: bool,
+}
+
+/// Whether `url`'s host is loopback (`localhost`, `127.0.0.0/8`, `::1`), as the built-in
+/// PSP sandbox's always is.
+#[must_use]
+pub fn is_loopback_url(url: &str) -> bool {
+    match url::Url::parse(url).ok().as_ref().and_then(url::Url::host) {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// The first line of a key file, trimmed (for prefix checks only; never logged).
+fn key_file_prefix_is_test(path: &Path) -> Result<bool, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|_| {
+        ConfigError::Unsafe(format!(
+            "payments.psp.api_key_file `{}` cannot be read",
+            path.display()
+        ))
+    })?;
+    let key = trim_ascii(&bytes);
+    Ok(key.starts_with(b"sk_test_") || key.starts_with(b"rk_test_"))
 }
 
 /// Webhook signature scheme of a provider.
@@ -398,6 +443,9 @@ impl Config {
                 );
             }
         }
+        if let Some(psp) = &self.payments.psp {
+            self.check_psp(psp)?;
+        }
         // Webhook signing secrets are secrets too: readable, and private to their owner.
         for w in &self.payments.webhooks {
             if w.secret_files.is_empty() {
@@ -436,6 +484,45 @@ impl Config {
             .unwrap_or_default();
         if host.is_empty() || host.starts_with('/') || host.contains(['@', '?', '#']) {
             return unsafe_("identity.issuer must be an https URL with a host");
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `[payments.psp]` outside `dev`: no built-in sandbox (https, not loopback), a private
+    /// key file, and in `prod` no test-mode key (issue 5: "the prod profile refuses it").
+    fn check_psp(&self, psp: &PspSection) -> Result<(), ConfigError> {
+        let unsafe_ = |m: String| Err(ConfigError::Unsafe(m));
+        if !psp.base_url.starts_with("https://") || is_loopback_url(&psp.base_url) {
+            return unsafe_(format!(
+                "payments.psp.base_url must be an https URL of a real PSP in the {:?} profile (the built-in psp-sandbox is for dev only)",
+                self.profile
+            ));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&psp.api_key_file)
+                .map(|m| m.permissions().mode())
+                .map_err(|_| {
+                    ConfigError::Unsafe(format!(
+                        "payments.psp.api_key_file `{}` cannot be read",
+                        psp.api_key_file.display()
+                    ))
+                })?;
+            if mode & 0o077 != 0 {
+                return unsafe_(
+                    "payments.psp.api_key_file is readable by group or others; chmod 600 it"
+                        .to_owned(),
+                );
+            }
+        }
+        if self.profile == Profile::Prod && key_file_prefix_is_test(&psp.api_key_file)? {
+            return unsafe_(
+                "payments.psp.api_key_file holds a test-mode key (sk_test_/rk_test_) in the prod profile"
+                    .to_owned(),
+            );
         }
         Ok(())
     }
@@ -629,6 +716,58 @@ mod tests {
         cfg.check_safe().unwrap();
         cfg.payments.webhooks[0].secret_files.clear();
         assert!(cfg.check_safe().is_err(), "no secret at all is refused");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn stage_and_prod_refuse_the_psp_sandbox_and_prod_refuses_test_keys() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("bastion-cfg-psp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("secret.key");
+        std::fs::write(&key, "k9Qz2xLm4Rt7Vb1Nc8Hd3Jf6Gs0Pw5Ya").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let live = dir.join("sk_live");
+        std::fs::write(&live, "sk_live_51Habcdefghijklmnop\n").unwrap();
+        std::fs::set_permissions(&live, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let test = dir.join("sk_test");
+        std::fs::write(&test, " sk_test_51Habcdefghijklmnop").unwrap();
+        std::fs::set_permissions(&test, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let tls = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"";
+        let with = |profile: &str, url: &str, file: &Path| {
+            let mut cfg = base(profile, tls, Some(&key));
+            cfg.payments.psp = Some(PspSection {
+                base_url: url.to_owned(),
+                api_key_file: file.to_path_buf(),
+                daily_report: false,
+            });
+            cfg.check_safe()
+        };
+        with("prod", "https://api.stripe.com", &live).unwrap();
+        for sandbox in [
+            "http://127.0.0.1:8420",
+            "https://127.0.0.1:8420",
+            "http://localhost:8420",
+            "https://[::1]:8420",
+            "http://psp.internal",
+        ] {
+            for profile in ["prod", "stage"] {
+                let err = with(profile, sandbox, &live).unwrap_err();
+                assert!(err.to_string().contains("psp-sandbox"), "{sandbox}: {err}");
+            }
+            // The dev profile is where the sandbox belongs.
+            with("dev", sandbox, &test).unwrap();
+        }
+        let err = with("prod", "https://api.stripe.com", &test).unwrap_err();
+        assert!(err.to_string().contains("test-mode key"), "{err}");
+        // Stage takes test data: a test-mode key against Stripe's test mode is fine there.
+        with("stage", "https://api.stripe.com", &test).unwrap();
+        std::fs::set_permissions(&live, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = with("prod", "https://api.stripe.com", &live).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        let err = with("prod", "https://api.stripe.com", &dir.join("absent")).unwrap_err();
+        assert!(err.to_string().contains("cannot be read"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

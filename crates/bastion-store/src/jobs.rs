@@ -486,3 +486,37 @@ pub fn backoff_secs(attempt: u32, base: u64, cap: u64, random: u64) -> u64 {
         None => random,
     }
 }
+
+/// Enqueues `job` unless a job of the same kind and the same payload text exists already, in
+/// any state (queued, running, done or dead): a scheduled job that must run once per key
+/// (e.g. `reconcile` for one day) is enqueued by every instance and every tick, and stored
+/// once. On PostgreSQL concurrent callers are serialised by a transaction-scoped advisory
+/// lock on (kind, payload); SQLite transactions are serial already. Returns the new job's
+/// id, or `None` when one existed.
+///
+/// # Errors
+/// As [`enqueue`].
+pub async fn enqueue_once(tx: &mut SystemTx, job: &NewJob<'_>) -> StoreResult<Option<JobId>> {
+    check_kind(job.kind)?;
+    if job.payload.len() > PAYLOAD_LEN_MAX {
+        return Err(StoreError::Invalid {
+            reason: "job payload exceeds 64 KiB",
+        });
+    }
+    if tx.conn().is_postgres() {
+        let key = format!("bastion.job_once:{}:{}", job.kind, job.payload);
+        sql::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(key)
+            .execute(tx.conn())
+            .await?;
+    }
+    let existing = sql::query("SELECT id FROM jobs WHERE kind = $1 AND payload = $2 LIMIT 1")
+        .bind(job.kind)
+        .bind(job.payload)
+        .fetch_optional(tx.conn())
+        .await?;
+    if existing.is_some() {
+        return Ok(None);
+    }
+    enqueue(tx, job).await.map(Some)
+}

@@ -824,3 +824,72 @@ pub async fn check(tx: &mut TenantTx) -> StoreResult<LedgerCheck> {
     }
     Ok(out)
 }
+
+/// Most entries [`entries_between`] returns; a busier range is refused, not cut.
+pub const ENTRIES_BETWEEN_MAX: usize = 50_000;
+
+/// The entries of this tenant posted in `[from, to)` (Unix seconds, by `created_at`), oldest
+/// first, with their postings — the ledger side of a daily reconciliation.
+///
+/// # Errors
+/// [`StoreError::Invalid`] when `to < from` or the range holds more than
+/// [`ENTRIES_BETWEEN_MAX`] entries (reconcile a shorter range);
+/// [`StoreError::Unavailable`] from the database.
+pub async fn entries_between(
+    tx: &mut TenantTx,
+    from: UnixTime,
+    to: UnixTime,
+) -> StoreResult<Vec<Entry>> {
+    if to < from {
+        return Err(StoreError::Invalid {
+            reason: "entry range ends before it starts",
+        });
+    }
+    let tenant = tx.tenant_text();
+    // One more than the limit, to tell "exactly the limit" from "too many".
+    let limit = i64::try_from(ENTRIES_BETWEEN_MAX + 1).unwrap_or(i64::MAX);
+    let rows = sql::query(format!(
+        "SELECT {ENTRY_COLS} FROM journal_entries
+         WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3
+         ORDER BY created_at, id LIMIT $4"
+    ))
+    .bind(&tenant)
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await?;
+    if rows.len() > ENTRIES_BETWEEN_MAX {
+        return Err(StoreError::Invalid {
+            reason: "more journal entries in the range than one read allows",
+        });
+    }
+    let mut entries = rows
+        .iter()
+        .map(entry_from)
+        .collect::<StoreResult<Vec<_>>>()?;
+    if entries.is_empty() {
+        return Ok(entries);
+    }
+    let postings = sql::query(
+        "SELECT p.entry_id, p.seq, p.account_id, p.amount_minor, p.currency
+         FROM postings p JOIN journal_entries e
+           ON e.tenant_id = p.tenant_id AND e.id = p.entry_id
+         WHERE p.tenant_id = $1 AND e.created_at >= $2 AND e.created_at < $3
+         ORDER BY p.entry_id, p.seq",
+    )
+    .bind(&tenant)
+    .bind(from)
+    .bind(to)
+    .fetch_all(tx.conn())
+    .await?;
+    let mut by_entry: BTreeMap<EntryId, Vec<Posting>> = BTreeMap::new();
+    for r in &postings {
+        let (e, p) = posting_from(r)?;
+        by_entry.entry(e).or_default().push(p);
+    }
+    for e in &mut entries {
+        e.postings = by_entry.remove(&e.id).unwrap_or_default();
+    }
+    Ok(entries)
+}

@@ -11,6 +11,7 @@
 mod killswitch;
 mod postgres;
 mod psp;
+mod reconcile;
 mod tabletop;
 
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@ mod events;
 mod p5;
 mod p9;
 mod props;
+mod reconcile;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct Env {
     /// The PostgreSQL schema, on PostgreSQL.
     pub pg: Option<PgTestDb>,
     pub store: Store,
+    /// The clock of the store (shared with a sandbox when a test starts one).
+    pub clock: FixedClock,
     pub a: TenantId,
     pub b: TenantId,
 }
@@ -73,7 +76,8 @@ impl Env {
     pub async fn on(kind: BackendKind) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bastion.db");
-        let shared: SharedClock = Arc::new(FixedClock::new(T0));
+        let clock = FixedClock::new(T0);
+        let shared: SharedClock = Arc::new(clock.clone());
         let (store, pg) = match kind {
             BackendKind::Sqlite => (Store::open_sqlite(&path, shared).await.unwrap(), None),
             BackendKind::Postgres => {
@@ -90,6 +94,7 @@ impl Env {
             path,
             pg,
             store,
+            clock,
             a,
             b,
         }

@@ -480,6 +480,37 @@ impl StripePsp {
         parse_refund(&v)
     }
 
+    /// The daily balance report of `date` (`YYYY-MM-DD`, a UTC day) as the built-in sandbox
+    /// serves it: `GET /v1/reporting/daily_balance?date=…`, JSON whose amounts are
+    /// **major-unit** decimal strings (`"12.34"`), parsed by the reconciler
+    /// (`bastion_ledger::reconcile`). Real Stripe serves this data through its asynchronous
+    /// Reporting API (report runs, CSV), which this adapter does not fetch.
+    ///
+    /// # Errors
+    /// [`PspError::InvalidRequest`] (status 0) for a `date` that is not ten characters of
+    /// digits and `-`; otherwise as [`Psp::list_balance_transactions`].
+    pub async fn daily_balance_report(&self, date: &str) -> Result<Value, PspError> {
+        let shape_ok = date.len() == 10
+            && date.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            });
+        if !shape_ok {
+            return Err(PspError::refused("invalid_date"));
+        }
+        self.call(
+            Method::GET,
+            "v1/reporting/daily_balance",
+            &[("date", date.to_owned())],
+            None,
+            None,
+        )
+        .await
+    }
+
     /// Pages newest first; stops at the first transaction older than `range.from`.
     async fn list_balance_transactions_impl(
         &self,
