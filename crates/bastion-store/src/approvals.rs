@@ -141,7 +141,7 @@ pub struct NewApproval<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decided {
     /// The transition happened; the approval as it now stands.
-    Done(Approval),
+    Done(Box<Approval>),
     /// No approval with that id in this tenant.
     Missing,
     /// It had expired (it is now stored as [`Status::Expired`] if it was still pending).
@@ -357,7 +357,9 @@ pub async fn list(
         });
     }
     let tenant = tx.tenant_text();
-    let mut b = sql::Builder::new(&format!("SELECT {COLUMNS} FROM approvals WHERE tenant_id = "));
+    let mut b = sql::Builder::new(&format!(
+        "SELECT {COLUMNS} FROM approvals WHERE tenant_id = "
+    ));
     b.push_bind(tenant);
     b.push(" AND (requested_by = ");
     b.push_bind(viewer.to_string());
@@ -373,9 +375,7 @@ pub async fn list(
         }
         b.push("))");
     }
-    b.push(
-        ") ORDER BY CASE WHEN status = 'pending' THEN 0 ELSE 1 END, created_at DESC, id LIMIT ",
-    );
+    b.push(") ORDER BY CASE WHEN status = 'pending' THEN 0 ELSE 1 END, created_at DESC, id LIMIT ");
     b.push_bind(i64::from(limit));
     b.push(" OFFSET ");
     b.push_bind(i64::from(offset));
@@ -425,7 +425,7 @@ pub async fn decide(
     })?;
     if done.rows_affected() == 1 {
         return match get(tx, id).await? {
-            Some(a) => Ok(Decided::Done(a)),
+            Some(a) => Ok(Decided::Done(Box::new(a))),
             None => Err(StoreError::internal("decided approval vanished")),
         };
     }

@@ -16,12 +16,15 @@
 //! its record (case U4). The tenant is the principal's; nothing in the arguments can change
 //! it (case Z7).
 
+pub mod approvals;
 mod error;
 pub mod killswitch;
 mod pipeline;
 mod redact;
 pub mod worker;
 
+pub use approvals::ApprovalExecution;
+pub use bastion_store::approvals::{Approval, Status as ApprovalStatus};
 pub use error::ToolError;
 pub use pipeline::{CallContext, Pipeline, ToolInfo, ToolOutput};
 pub use redact::redact_fields;
