@@ -480,3 +480,72 @@ async fn an_approval_requested_for_a_tool_without_a_manifest_rule_goes_to_anothe
     assert_eq!(r.json()["result"]["buyer"], buyer_id.as_str());
     assert_eq!(quote_count(&app).await, 1);
 }
+
+/// Rewrites the stored arguments of approval `id` behind the store's back (an attacker with
+/// database access, or a bug): the hash no longer matches.
+async fn tamper(app: &TestApp, id: &str, args: &Value) {
+    use sqlx::Connection;
+    let sql = "UPDATE approvals SET args = $1 WHERE id = $2";
+    match &app.pg {
+        None => {
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(app.dir.path().join("bastion.db"));
+            let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+            let n = sqlx::query(sql)
+                .bind(args.to_string())
+                .bind(id)
+                .execute(&mut c)
+                .await
+                .unwrap()
+                .rows_affected();
+            assert_eq!(n, 1);
+        }
+        Some(db) => {
+            let mut c = sqlx::PgConnection::connect(&db.owner_url).await.unwrap();
+            let n = sqlx::query(sql)
+                .bind(args.to_string())
+                .bind(id)
+                .execute(&mut c)
+                .await
+                .unwrap()
+                .rows_affected();
+            assert_eq!(n, 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn arguments_changed_after_filing_are_never_executed() {
+    let (app, _dir) = app().await;
+    let (quote, body) = held(&app).await;
+    let id = body["id"].as_str().unwrap();
+    let buyer = app.login("acme", "buyer").await;
+    let other = create_quote(&app, &buyer, "acme", "seller").await;
+    tamper(&app, id, &json!({"id": other})).await;
+    let finance2 = app.login("acme", "finance2").await;
+    let r = approve(&app, &finance2, id).await;
+    r.assert_problem(500);
+    assert_eq!(quote_status(&app, "acme", &quote).await, (1, json!("open")));
+    assert_eq!(quote_status(&app, "acme", &other).await, (1, json!("open")));
+    assert_eq!(
+        audited(
+            &app,
+            "acme",
+            &["approval.approved", "do not match their hash"]
+        )
+        .await
+        .len(),
+        1
+    );
+    assert!(
+        audited(&app, "acme", &["tool.close_quote"])
+            .await
+            .is_empty()
+    );
+    // The approval was not consumed by the refused attempt, and stays unexecutable.
+    let shown = app
+        .get(&format!("/v1/approvals/{id}"), Some(&finance2))
+        .await;
+    assert_eq!(shown.json()["status"], "pending");
+    approve(&app, &finance2, id).await.assert_problem(500);
+}
