@@ -549,3 +549,37 @@ async fn arguments_changed_after_filing_are_never_executed() {
     assert_eq!(shown.json()["status"], "pending");
     approve(&app, &finance2, id).await.assert_problem(500);
 }
+
+#[tokio::test]
+async fn the_call_runs_with_the_requesters_current_roles_and_fails_closed_when_they_changed() {
+    let (app, _dir) = app().await;
+    let (quote, body) = held(&app).await;
+    let id = body["id"].as_str().unwrap();
+    // The requester loses the finance role after filing.
+    let mut tx = app
+        .store
+        .begin(bastion_store::TenantScope::pre_auth(app.tenant_id("acme")))
+        .await
+        .unwrap();
+    bastion_store::users::set_roles(&mut tx, app.user("acme", "finance").id, &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let finance2 = app.login("acme", "finance2").await;
+    let r = approve(&app, &finance2, id).await;
+    r.assert_problem(403);
+    assert_eq!(quote_status(&app, "acme", &quote).await, (1, json!("open")));
+    let shown = app
+        .get(&format!("/v1/approvals/{id}"), Some(&finance2))
+        .await;
+    assert_eq!(shown.json()["status"], "failed");
+    assert_eq!(
+        audited(&app, "acme", &["approval.failed", id]).await.len(),
+        1
+    );
+    // The refused execution is audited as the requester's denied call, with the approval id.
+    let denied = audited(&app, "acme", &["tool.close_quote", id, "deny"]).await;
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    // Used up: it cannot be approved again.
+    approve(&app, &finance2, id).await.assert_problem(409);
+}
