@@ -583,3 +583,40 @@ async fn the_call_runs_with_the_requesters_current_roles_and_fails_closed_when_t
     // Used up: it cannot be approved again.
     approve(&app, &finance2, id).await.assert_problem(409);
 }
+
+#[tokio::test]
+async fn the_idempotency_key_of_the_request_is_kept_with_the_approval() {
+    use axum::body::Body;
+    use http::{Method, Request, header};
+    let (app, _dir) = app().await;
+    let buyer = app.login("acme", "buyer").await;
+    let quote = create_quote(&app, &buyer, "acme", "seller").await;
+    let finance = app.login("acme", "finance").await;
+    let req = |key: &str| {
+        Request::builder()
+            .method(Method::POST)
+            .uri("/v1/tools/close_quote")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {finance}"))
+            .header("idempotency-key", key)
+            .body(Body::from(json!({"id": quote}).to_string()))
+            .unwrap()
+    };
+    let r = app.send(req("close-42")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let id = uuid::Uuid::parse_str(r.json()["id"].as_str().unwrap()).unwrap();
+    let mut tx = app
+        .store
+        .begin(bastion_store::TenantScope::pre_auth(app.tenant_id("acme")))
+        .await
+        .unwrap();
+    let stored = bastion_store::approvals::get(&mut tx, id)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(tx);
+    assert_eq!(stored.idempotency_key.as_deref(), Some("close-42"));
+    assert_eq!(stored.args, json!({"id": quote}));
+    // A malformed key is refused before anything is filed.
+    app.send(req("bad key")).await.assert_problem(400);
+}
