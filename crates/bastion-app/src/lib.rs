@@ -24,7 +24,8 @@ mod spec;
 pub use output::{OUTPUT_SYSTEM_FIELDS, record_output};
 pub use schema::{SchemaViolation, VIOLATIONS_MAX, compile_schema, schema_violations};
 pub use spec::{
-    AppSpec, EntitySpec, FieldSpec, FieldType, ListScope, PolicyFile, Risk, RoleSpec, SET_CALLER,
+    APPROVAL_MFA_MAX_AGE_SECS_MAX, APPROVAL_SECS_MIN, APPROVAL_TTL_SECS_MAX, AppSpec, ApprovalSpec,
+    EntitySpec, FieldSpec, FieldType, ListScope, PolicyFile, Risk, RoleSpec, SET_CALLER,
     Sensitivity, ToolKind, ToolSpec, ToolValidators,
 };
 

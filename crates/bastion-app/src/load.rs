@@ -18,7 +18,8 @@ use crate::limits::{
 use crate::output::OUTPUT_SYSTEM_FIELDS;
 use crate::schema::{DRAFT_2020_12, collect_external_refs, compile_schema};
 use crate::spec::{
-    AppSpec, EntitySpec, FieldSpec, FieldType, ListScope, PolicyFile, Risk, RoleSpec, SET_CALLER,
+    APPROVAL_MFA_MAX_AGE_SECS_MAX, APPROVAL_SECS_MIN, APPROVAL_TTL_SECS_MAX, AppSpec, ApprovalSpec,
+    EntitySpec, FieldSpec, FieldType, ListScope, PolicyFile, Risk, RoleSpec, SET_CALLER,
     Sensitivity, ToolKind, ToolSpec, pascal_case,
 };
 use crate::{Finding, line_of};
@@ -693,7 +694,7 @@ fn load_tools(
     out
 }
 
-const TOOL_KEYS: [&str; 10] = [
+const TOOL_KEYS: [&str; 11] = [
     "kind",
     "entity",
     "risk",
@@ -704,6 +705,7 @@ const TOOL_KEYS: [&str; 10] = [
     "set",
     "set_parent",
     "scope",
+    "approval",
 ];
 
 fn load_tool(
@@ -771,6 +773,7 @@ fn load_tool(
     let set = load_set(cx, t, "set", kind, entity, &what);
     let set_parent = load_set_parent(cx, t, kind, entity, parent.as_deref(), entities, &what);
     let scope = load_scope(cx, t, &hs, kind, entity, roles, &what);
+    let approval = load_approval(cx, t, roles, &what);
     let (Some((in_path, in_schema, in_text)), Some((out_path, out_schema, out_text))) =
         (input, output)
     else {
@@ -807,6 +810,61 @@ fn load_tool(
         set,
         set_parent,
         scope,
+        approval,
+    })
+}
+
+/// `approval = { role = "finance", mfa_max_age_secs = 300, ttl_secs = 3600 }`: all three
+/// keys required (limits are explicit), the role must exist, the limits within
+/// [`APPROVAL_SECS_MIN`] and their maxima, no other key.
+fn load_approval(
+    cx: &mut Cx<'_>,
+    t: &DeTable<'_>,
+    roles: &BTreeMap<Slug, (RoleSpec, usize)>,
+    what: &str,
+) -> Option<ApprovalSpec> {
+    let v = get(t, "approval")?;
+    let what = format!("{what}: `approval`");
+    let a = as_table(cx, v, &what)?;
+    check_keys(cx, a, &["role", "mfa_max_age_secs", "ttl_secs"], &what);
+    let at = v.span();
+    let role = string(cx, a, "role", &at, &what, true).and_then(|(r, sp)| {
+        match roles.keys().find(|k| k.as_str() == r) {
+            Some(k) => Some(k.clone()),
+            None => {
+                cx.at(&sp, format!("{what} names unknown role `{}`", short(&r)));
+                None
+            }
+        }
+    });
+    let mut secs = |key: &str, max: i64| -> Option<i64> {
+        let Some(v) = get(a, key) else {
+            cx.at(&at, format!("{what}: missing `{key}`"));
+            return None;
+        };
+        let n = match v.get_ref() {
+            DeValue::Integer(i) => {
+                i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok()
+            }
+            _ => None,
+        };
+        match n {
+            Some(n) if (APPROVAL_SECS_MIN..=max).contains(&n) => Some(n),
+            _ => {
+                cx.at(
+                    &v.span(),
+                    format!("{what}: `{key}` must be an integer from {APPROVAL_SECS_MIN} to {max} (seconds)"),
+                );
+                None
+            }
+        }
+    };
+    let mfa = secs("mfa_max_age_secs", APPROVAL_MFA_MAX_AGE_SECS_MAX);
+    let ttl = secs("ttl_secs", APPROVAL_TTL_SECS_MAX);
+    Some(ApprovalSpec {
+        role: role?,
+        mfa_max_age_secs: mfa?,
+        ttl_secs: ttl?,
     })
 }
 

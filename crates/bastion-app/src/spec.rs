@@ -356,6 +356,33 @@ pub struct ToolSpec {
     pub set_parent: Map<String, Value>,
     /// `record.list` only: which records each role sees.
     pub scope: BTreeMap<Slug, ListScope>,
+    /// `approval = { role, mfa_max_age_secs, ttl_secs }`: every call is held until a
+    /// different user holding `role` approves it.
+    pub approval: Option<ApprovalSpec>,
+}
+
+/// Longest `mfa_max_age_secs` of an [`ApprovalSpec`], seconds (1 hour).
+pub const APPROVAL_MFA_MAX_AGE_SECS_MAX: i64 = 3600;
+/// Longest `ttl_secs` of an [`ApprovalSpec`], seconds (7 days).
+pub const APPROVAL_TTL_SECS_MAX: i64 = 7 * 24 * 3600;
+/// Shortest `mfa_max_age_secs` and `ttl_secs`, seconds.
+pub const APPROVAL_SECS_MIN: i64 = 30;
+
+/// A tool's human-approval rule (`approval = { role = "finance", mfa_max_age_secs = 300,
+/// ttl_secs = 3600 }`): a call is filed as a pending approval instead of executing, and runs
+/// (as its requester, with exactly the filed arguments) once a **different** user holding
+/// `role`, whose last second factor is at most `mfa_max_age_secs` old, approves it within
+/// `ttl_secs` of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalSpec {
+    /// The role an approver must hold (a role of the manifest).
+    pub role: Slug,
+    /// Oldest second factor accepted from the approver, seconds
+    /// ([`APPROVAL_SECS_MIN`]..=[`APPROVAL_MFA_MAX_AGE_SECS_MAX`]).
+    pub mfa_max_age_secs: i64,
+    /// How long the request stays decidable, seconds
+    /// ([`APPROVAL_SECS_MIN`]..=[`APPROVAL_TTL_SECS_MAX`]).
+    pub ttl_secs: i64,
 }
 
 impl ToolSpec {

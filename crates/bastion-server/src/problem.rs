@@ -79,6 +79,16 @@ pub enum Code {
     /// `type` (`urn:bastion:problem:tool-disabled`) tells clients it is not an outage, and no
     /// `Retry-After` is sent because nobody knows when the switch will be released.
     ToolDisabled,
+    /// 401: the caller's last second factor is older than the action allows (approving a
+    /// held call): sign in again with the second factor, then retry. Sent with
+    /// `WWW-Authenticate: Bearer error="insufficient_user_authentication"` (RFC 9470 §3).
+    MfaStale,
+    /// 403: the caller tried to decide an approval they requested themselves.
+    SelfApproval,
+    /// 409: the approval expired before it was decided; it can no longer be approved.
+    ApprovalExpired,
+    /// 409: the approval was already decided (approved, rejected, executed or failed).
+    ApprovalDecided,
 }
 
 impl Code {
@@ -150,6 +160,22 @@ impl Code {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "tool-disabled",
                 "Tool disabled",
+            ),
+            Self::MfaStale => (
+                StatusCode::UNAUTHORIZED,
+                "mfa-stale",
+                "Recent second factor required",
+            ),
+            Self::SelfApproval => (
+                StatusCode::FORBIDDEN,
+                "self-approval",
+                "Cannot decide your own request",
+            ),
+            Self::ApprovalExpired => (StatusCode::CONFLICT, "approval-expired", "Approval expired"),
+            Self::ApprovalDecided => (
+                StatusCode::CONFLICT,
+                "approval-decided",
+                "Approval already decided",
             ),
         }
     }

@@ -70,6 +70,10 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/oauth-protected-resource", get(pr_metadata))
         .route("/v1/tools", get(list_tools))
         .route("/v1/tools/{name}", post(call_tool))
+        .route("/v1/approvals", get(list_approvals))
+        .route("/v1/approvals/{id}", get(get_approval))
+        .route("/v1/approvals/{id}/approve", post(approve))
+        .route("/v1/approvals/{id}/reject", post(reject))
         .route("/v1/webhooks/{provider}", post(crate::webhooks::receive))
         .route(
             "/v1/admin/killswitch",
@@ -402,21 +406,165 @@ async fn list_tools(State(s): State<AppState>, Authenticated(p): Authenticated) 
     Json(json!({"tools": s.pipeline.tools_for(&p)})).into_response()
 }
 
+/// Longest `Idempotency-Key` header value accepted, bytes.
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = bastion_store::approvals::IDEMPOTENCY_KEY_LEN_MAX;
+
+fn rest_ctx(headers: &http::HeaderMap) -> Result<CallContext, Problem> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().ok().filter(|k| {
+                !k.is_empty()
+                    && k.len() <= IDEMPOTENCY_KEY_LEN_MAX
+                    && k.bytes().all(|b| b.is_ascii_graphic())
+            });
+            match k {
+                Some(k) => Some(k.to_owned()),
+                None => {
+                    return Err(Problem::new(
+                        Code::BadRequest,
+                        "Idempotency-Key must be 1..=255 visible ascii characters".to_owned(),
+                    ));
+                }
+            }
+        }
+    };
+    Ok(CallContext {
+        request_id: bastion_types::RecordId::new_random().to_string(),
+        channel: "rest",
+        idempotency_key: key,
+    })
+}
+
+/// `POST /v1/tools/{name}`: 200 `{result}`; 202 with the approval (and `Location`) when the
+/// call is held for a human approval; problems per [`tool_problem`].
 async fn call_tool(
     State(s): State<AppState>,
     name: Result<Path<String>, axum::extract::rejection::PathRejection>,
     Authenticated(p): Authenticated,
+    headers: http::HeaderMap,
     JsonBody(args): JsonBody<Value>,
 ) -> Response {
     let Ok(Path(name)) = name else {
         return Problem::of(Code::NotFound).into_response();
     };
-    let ctx = CallContext {
-        request_id: bastion_types::RecordId::new_random().to_string(),
-        channel: "rest",
+    let ctx = match rest_ctx(&headers) {
+        Ok(c) => c,
+        Err(p) => return p.into_response(),
     };
     match s.pipeline.call(&p, &name, args, &ctx).await {
         Ok(out) => Json(json!({"result": out.result})).into_response(),
+        Err(ToolError::PendingApproval { approval }) => {
+            let location = format!("/v1/approvals/{}", approval.id);
+            (
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, location)],
+                Json(s.pipeline.approval_json(&approval)),
+            )
+                .into_response()
+        }
+        Err(e) => tool_problem(e).into_response(),
+    }
+}
+
+/// `?limit=&offset=` of `GET /v1/approvals`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+/// Page size of `GET /v1/approvals` when none is asked.
+pub const APPROVALS_PAGE_DEFAULT: u32 = 20;
+
+/// `GET /v1/approvals`: the caller's own requests and the pending ones it may decide,
+/// pending first; `{items: [approval…]}`, at most 100.
+async fn list_approvals(
+    State(s): State<AppState>,
+    Authenticated(p): Authenticated,
+    q: Result<axum::extract::Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(axum::extract::Query(q)) = q else {
+        return Problem::new(
+            Code::BadRequest,
+            "limit and offset must be integers".to_owned(),
+        )
+        .into_response();
+    };
+    let limit = q.limit.unwrap_or(APPROVALS_PAGE_DEFAULT);
+    match s.pipeline.approvals(&p, limit, q.offset.unwrap_or(0)).await {
+        Ok(list) => {
+            let items: Vec<Value> = list.iter().map(|a| s.pipeline.approval_json(a)).collect();
+            Json(json!({"items": items})).into_response()
+        }
+        Err(e) => tool_problem(e).into_response(),
+    }
+}
+
+fn approval_id(
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Option<uuid::Uuid> {
+    id.ok().and_then(|Path(s)| uuid::Uuid::parse_str(&s).ok())
+}
+
+/// `GET /v1/approvals/{id}`: 404 unless the caller requested it or may decide it.
+async fn get_approval(
+    State(s): State<AppState>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    Authenticated(p): Authenticated,
+) -> Response {
+    let Some(id) = approval_id(id) else {
+        return Problem::of(Code::NotFound).into_response();
+    };
+    match s.pipeline.approval(&p, id).await {
+        Ok(a) => Json(s.pipeline.approval_json(&a)).into_response(),
+        Err(e) => tool_problem(e).into_response(),
+    }
+}
+
+/// `POST /v1/approvals/{id}/approve`: runs the held call as its requester; 200
+/// `{approval, result}`. 401 `mfa-stale`, 403 `self-approval` / `forbidden`, 404, 409
+/// `approval-expired` / `approval-decided`, or the execution's own problem.
+async fn approve(
+    State(s): State<AppState>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    Authenticated(p): Authenticated,
+) -> Response {
+    let Some(id) = approval_id(id) else {
+        return Problem::of(Code::NotFound).into_response();
+    };
+    let ctx = CallContext {
+        request_id: bastion_types::RecordId::new_random().to_string(),
+        channel: "rest",
+        idempotency_key: None,
+    };
+    match s.pipeline.execute_approval(&p, id, &ctx).await {
+        Ok(done) => Json(json!({
+            "approval": s.pipeline.approval_json(&done.approval),
+            "result": done.output.result,
+        }))
+        .into_response(),
+        Err(e) => tool_problem(e).into_response(),
+    }
+}
+
+/// `POST /v1/approvals/{id}/reject`: 200 with the rejected approval; problems as approve.
+async fn reject(
+    State(s): State<AppState>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    Authenticated(p): Authenticated,
+) -> Response {
+    let Some(id) = approval_id(id) else {
+        return Problem::of(Code::NotFound).into_response();
+    };
+    let ctx = CallContext {
+        request_id: bastion_types::RecordId::new_random().to_string(),
+        channel: "rest",
+        idempotency_key: None,
+    };
+    match s.pipeline.reject_approval(&p, id, &ctx).await {
+        Ok(a) => Json(s.pipeline.approval_json(&a)).into_response(),
         Err(e) => tool_problem(e).into_response(),
     }
 }
@@ -424,6 +572,12 @@ async fn call_tool(
 fn tool_problem(e: ToolError) -> Problem {
     let detail = e.to_string();
     match e {
+        ToolError::SelfApproval => Problem::new(Code::SelfApproval, detail),
+        ToolError::ApprovalForbidden => Problem::new(Code::Forbidden, detail),
+        ToolError::MfaStale { .. } => Problem::new(Code::MfaStale, detail)
+            .bearer_challenge("Bearer error=\"insufficient_user_authentication\""),
+        ToolError::ApprovalExpired => Problem::new(Code::ApprovalExpired, detail),
+        ToolError::ApprovalDecided(_) => Problem::new(Code::ApprovalDecided, detail),
         ToolError::UnknownTool(_) | ToolError::NotFound => Problem::new(Code::NotFound, detail),
         ToolError::Forbidden(_) => Problem::new(Code::Forbidden, detail),
         ToolError::InvalidInput(errs) => {

@@ -63,6 +63,7 @@ migrations! {
     2, "ledger", "0002_ledger";
     3, "payments", "0003_payments";
     4, "killswitch", "0004_killswitch";
+    5, "approvals", "0005_approvals";
 }
 
 /// The database handle. Cheap to clone (a connection pool and the clock).

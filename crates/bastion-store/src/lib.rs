@@ -12,7 +12,8 @@
 //! Repositories: [`tenants`], [`users`], [`mfa`], [`refresh`], [`throttle`], [`records`],
 //! [`audit`], [`ledger`] (double-entry journal, balances checked by the database), for
 //! payments [`idempotency`], [`payments`], [`velocity`], [`webhook`], [`jobs`], and
-//! [`killswitch`] (tool calls stopped globally, per tool, per tenant).
+//! [`killswitch`] (tool calls stopped globally, per tool, per tenant), and [`approvals`]
+//! (tool calls held for a second person's decision).
 //!
 //! SQLite is the embedded backend (WAL, foreign keys on, `BEGIN IMMEDIATE` so writers are
 //! serialised). SQLite has no row-level security: there, isolation rests on [`TenantTx`] and
@@ -32,6 +33,7 @@ mod error;
 mod rls;
 mod sql;
 
+pub mod approvals;
 pub mod audit;
 pub mod idempotency;
 pub mod jobs;

@@ -61,6 +61,8 @@ const GRANTS: &[(&str, &str)] = &[
     // Switches are released by an UPDATE (engaged = FALSE), never deleted: the last change
     // and its author stay visible.
     ("kill_switches", "SELECT, INSERT, UPDATE"),
+    // Approvals move forward by UPDATE and are kept as the record of who decided what.
+    ("approvals", "SELECT, INSERT, UPDATE"),
 ];
 
 /// Key of the session advisory lock that serialises migrations across instances.

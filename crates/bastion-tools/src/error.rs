@@ -30,6 +30,31 @@ pub enum ToolError {
     /// The store or the audit sink is unavailable; nothing was executed.
     #[error("service unavailable; nothing was changed")]
     Unavailable,
+    /// The call was not run: it was filed as a pending approval (the tool needs a human
+    /// approval, or approval was requested). Nothing else changed.
+    #[error("the call needs a human approval; it was filed and not executed")]
+    PendingApproval {
+        /// The filed approval.
+        approval: Box<bastion_store::approvals::Approval>,
+    },
+    /// The approver is the requester: a request is decided by someone else.
+    #[error("you cannot decide your own request")]
+    SelfApproval,
+    /// The approver does not hold the approver role (or the requester is no longer active).
+    #[error("you may not decide this approval")]
+    ApprovalForbidden,
+    /// The approver's last second factor is older than the tool allows: authenticate again.
+    #[error("your second factor is older than {max_age_secs} seconds; sign in again to approve")]
+    MfaStale {
+        /// The allowed age, seconds.
+        max_age_secs: i64,
+    },
+    /// The approval expired before it was decided.
+    #[error("the approval expired")]
+    ApprovalExpired,
+    /// The approval was already decided (its status now).
+    #[error("the approval was already decided ({0})")]
+    ApprovalDecided(String),
     /// A bug or an inconsistent manifest; details are in the server log only.
     #[error("internal error")]
     Internal,

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::ToolError;
+use crate::approvals::{self, Mode};
 use crate::redact::redact_fields;
 
 /// Largest page a list tool returns: the store's limit.
@@ -29,6 +30,9 @@ pub struct CallContext {
     pub request_id: String,
     /// Which door the call came through (`rest`, `mcp`, `agent`).
     pub channel: &'static str,
+    /// The request's idempotency key (`Idempotency-Key` header), if any; kept with an
+    /// approval and passed to its execution.
+    pub idempotency_key: Option<String>,
 }
 
 /// The successful result of a tool call.
@@ -135,7 +139,9 @@ impl Pipeline {
             .collect()
     }
 
-    /// Runs one tool call for `principal` through the whole pipeline.
+    /// Runs one tool call for `principal` through the whole pipeline. A tool with a
+    /// manifest `approval` is not run: the call is filed and answered with
+    /// [`ToolError::PendingApproval`] (see [`crate::approvals`]).
     ///
     /// # Errors
     /// [`ToolError`]; every error after the tool lookup is audited.
@@ -145,6 +151,31 @@ impl Pipeline {
         tool_name: &str,
         args: Value,
         ctx: &CallContext,
+    ) -> Result<ToolOutput, ToolError> {
+        self.call_mode(principal, tool_name, args, ctx, Mode::Call)
+            .await
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.inner.clock.now()
+    }
+
+    pub(crate) fn may_call(&self, principal: &Principal, tool: &str) -> bool {
+        self.inner.authz.may_call(principal, tool, self.now())
+    }
+
+    /// [`Pipeline::call`], held for approval or executing an approved one per `mode`.
+    pub(crate) async fn call_mode(
+        &self,
+        principal: &Principal,
+        tool_name: &str,
+        args: Value,
+        ctx: &CallContext,
+        mode: Mode<'_>,
     ) -> Result<ToolOutput, ToolError> {
         let inner = &self.inner;
         let Some((tool_key, tool)) = inner
@@ -170,6 +201,7 @@ impl Pipeline {
             entity,
             ctx,
             now: inner.clock.now(),
+            mode,
         };
 
         // 1. Action level: can this principal call the tool at all?
@@ -234,6 +266,10 @@ impl Pipeline {
                     .await?;
                     return Err(ToolError::Internal);
                 }
+                if let Err(e) = approvals::mark_executed(&mut tx, mode, &result).await {
+                    rollback(tx).await;
+                    return Err(e);
+                }
                 let seq = append(
                     &mut tx,
                     &audit,
@@ -256,6 +292,10 @@ impl Pipeline {
                 policy_ids,
                 reason,
             }) => {
+                if reason == approvals::HELD {
+                    // Every check passed and nothing was written: file it instead.
+                    return Err(approvals::file(self, tx, principal, tool, &args, ctx, mode).await);
+                }
                 // Nothing of the effect survives: roll back, then record the refusal.
                 rollback(tx).await;
                 let outcome = match error {
@@ -315,7 +355,7 @@ impl Pipeline {
                 data.extend(tool.resolved_set(&a.principal.user_id));
                 check_user_refs(tx, a.entity, &data).await?;
                 let refs = field_refs(a.entity, &data);
-                gate(tx, a.tool).await?;
+                gate(tx, a).await?;
                 let record = records::insert_record(
                     tx,
                     entity_name,
@@ -345,7 +385,7 @@ impl Pipeline {
                         parent: parent.as_ref(),
                     },
                 )?;
-                gate(tx, a.tool).await?;
+                gate(tx, a).await?;
                 Ok((
                     record_output(&record),
                     Some(record.id.to_string()),
@@ -367,7 +407,7 @@ impl Pipeline {
                     .and_then(Value::as_u64)
                     .map_or(0, |o| u32::try_from(o).unwrap_or(u32::MAX));
                 let page = Page { offset, limit };
-                gate(tx, a.tool).await?;
+                gate(tx, a).await?;
                 let (records, total) = records::list_records(tx, entity_name, &filter, page)
                     .await
                     .map_err(|e| Failure::store(e, None))?;
@@ -427,7 +467,7 @@ impl Pipeline {
                 data.extend(tool.resolved_set(&a.principal.user_id));
                 check_user_refs(tx, a.entity, &data).await?;
                 let refs = field_refs(a.entity, &data);
-                gate(tx, a.tool).await?;
+                gate(tx, a).await?;
                 let updated = records::update_record(
                     tx,
                     entity_name,
@@ -591,6 +631,7 @@ struct AuditCtx<'a> {
     entity: &'a EntitySpec,
     ctx: &'a CallContext,
     now: i64,
+    mode: Mode<'a>,
 }
 
 struct Failure {
@@ -764,6 +805,9 @@ async fn append(
     detail.insert("channel".to_owned(), json!(a.ctx.channel));
     detail.insert("request_id".to_owned(), json!(a.ctx.request_id));
     detail.insert("args".to_owned(), audit_args(a.entity, args));
+    if let Some(id) = a.mode.approval_id() {
+        detail.insert("approval_id".to_owned(), json!(id.to_string()));
+    }
     if let Value::Object(m) = extra {
         detail.extend(m);
     }
@@ -791,8 +835,18 @@ async fn append(
 /// [`ToolError::Disabled`] (audited as a deny, reason `kill switch`); a failing check refuses
 /// too (fail closed). Called before any write of the transaction, so on PostgreSQL the shared
 /// switch lock is the first lock a switch change could wait behind.
-async fn gate(tx: &mut TenantTx, tool: &str) -> Result<(), Failure> {
+///
+/// Then the approval hold: a call that must be approved first stops here, after every check
+/// and before any write, with the [`approvals::HELD`] failure (the caller files it).
+async fn gate(tx: &mut TenantTx, a: &AuditCtx<'_>) -> Result<(), Failure> {
+    let tool = a.tool;
     match killswitch::is_blocked(tx, tool).await {
+        Ok(None) if a.mode.holds(a.tool_spec) => Err(Failure {
+            error: ToolError::Internal,
+            target: None,
+            policy_ids: Vec::new(),
+            reason: approvals::HELD,
+        }),
         Ok(None) => Ok(()),
         Ok(Some(block)) => {
             tracing::info!(tool, scope = %block.scope, "tool call refused by a kill switch");

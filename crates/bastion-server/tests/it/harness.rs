@@ -78,6 +78,8 @@ pub struct TestApp {
     pub spec: Arc<AppSpec>,
     pub authz: Arc<Authorizer>,
     pub router: Router,
+    /// The pipeline behind the router (same store, manifest and policies).
+    pub pipeline: Pipeline,
     pub tenants: BTreeMap<String, TenantId>,
     pub users: BTreeMap<(String, String), SeededUser>,
     /// Last TOTP step used per (tenant, user), to avoid replay refusals.
@@ -102,6 +104,15 @@ pub async fn spawn_app_with(opts: ServerOptions) -> TestApp {
 /// On a given backend, whatever `BASTION_TEST_DATABASE` says (tests that open the SQLite
 /// file themselves).
 pub async fn spawn_app_on(kind: bastion_store::BackendKind, opts: ServerOptions) -> TestApp {
+    spawn_app_in(kind, opts, &app_dir()).await
+}
+
+/// As [`spawn_app_on`], serving the app in `app: Path` (a test manifest).
+pub async fn spawn_app_in(
+    kind: bastion_store::BackendKind,
+    opts: ServerOptions,
+    app: &Path,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let clock = FixedClock::new(T0);
     let shared: SharedClock = Arc::new(clock.clone());
@@ -119,7 +130,7 @@ pub async fn spawn_app_on(kind: bastion_store::BackendKind, opts: ServerOptions)
             (db.open(Arc::clone(&shared)).await.unwrap(), Some(db))
         }
     };
-    let spec = Arc::new(AppSpec::load(&app_dir()).unwrap());
+    let spec = Arc::new(AppSpec::load(app).unwrap());
     let authz = Arc::new(Authorizer::new(&spec).unwrap());
     let keys = Arc::new(KeyRing::ephemeral().unwrap());
     let identity = Arc::new(
@@ -141,7 +152,7 @@ pub async fn spawn_app_on(kind: bastion_store::BackendKind, opts: ServerOptions)
     .unwrap();
     let state = AppState {
         identity: Arc::clone(&identity),
-        pipeline,
+        pipeline: pipeline.clone(),
         store: store.clone(),
         options: Arc::new(opts),
     };
@@ -185,6 +196,7 @@ pub async fn spawn_app_on(kind: bastion_store::BackendKind, opts: ServerOptions)
         spec,
         authz,
         router,
+        pipeline,
         tenants,
         users,
         last_step: Mutex::new(BTreeMap::new()),

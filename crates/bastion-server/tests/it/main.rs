@@ -6,6 +6,7 @@
     reason = "test helpers: a failure aborts the test"
 )]
 
+mod approvals;
 mod audit;
 mod harness;
 mod identity;

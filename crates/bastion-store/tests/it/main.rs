@@ -5,6 +5,7 @@
     reason = "test helpers outside #[test] fns fail loudly"
 )]
 
+mod approvals;
 mod audit;
 mod idempotency;
 mod isolation;
