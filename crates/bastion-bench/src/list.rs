@@ -192,6 +192,7 @@ pub async fn pipeline(
     let ctx = CallContext {
         request_id: "bench".to_owned(),
         channel: "rest",
+        idempotency_key: None,
     };
     let first = pipeline
         .call(principal, "list_quotes", list_args(), &ctx)

@@ -278,6 +278,7 @@ impl Fixture {
         let ctx = CallContext {
             request_id: "seed".to_owned(),
             channel: "rest",
+            idempotency_key: None,
         };
         let mut out = Vec::with_capacity(n);
         let start = crate::stats::now();

@@ -18,6 +18,7 @@
 
 mod error;
 pub mod killswitch;
+pub mod payments;
 mod pipeline;
 mod redact;
 pub mod worker;

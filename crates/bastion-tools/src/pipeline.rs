@@ -29,6 +29,9 @@ pub struct CallContext {
     pub request_id: String,
     /// Which door the call came through (`rest`, `mcp`, `agent`).
     pub channel: &'static str,
+    /// The caller's `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header), already
+    /// unwrapped from its structured-field string. Required by money-moving tools.
+    pub idempotency_key: Option<String>,
 }
 
 /// The successful result of a tool call.
@@ -36,8 +39,13 @@ pub struct CallContext {
 pub struct ToolOutput {
     /// The tool's output, valid against its output schema.
     pub result: Value,
-    /// Sequence number of the audit record written with the effect.
+    /// Sequence number of the audit record written with the effect (for a replay: of the
+    /// record of the replay).
     pub audit_seq: u64,
+    /// The result is the stored response of an earlier call with the same idempotency key
+    /// (REST answers `Idempotent-Replayed: true`).
+    #[serde(skip)]
+    pub replayed: bool,
 }
 
 /// A tool as listed to a caller by `GET /v1/tools`.
@@ -58,15 +66,16 @@ pub struct ToolInfo {
 /// The tool pipeline for one app. Cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) payments: crate::payments::PaymentsConfig,
 }
 
-struct Inner {
-    app: Arc<AppSpec>,
-    authz: Arc<Authorizer>,
-    store: Store,
-    clock: SharedClock,
-    validators: BTreeMap<String, ToolValidators>,
+pub(crate) struct Inner {
+    pub(crate) app: Arc<AppSpec>,
+    pub(crate) authz: Arc<Authorizer>,
+    pub(crate) store: Store,
+    pub(crate) clock: SharedClock,
+    pub(crate) validators: BTreeMap<String, ToolValidators>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -104,7 +113,25 @@ impl Pipeline {
                 clock,
                 validators,
             }),
+            payments: crate::payments::PaymentsConfig::default(),
         })
+    }
+
+    /// Gives the pipeline a PSP for the `payment.charge` / `payment.refund` tools (without
+    /// one they answer [`ToolError::Unavailable`]).
+    #[must_use]
+    pub fn with_psp(mut self, psp: Arc<dyn bastion_payments::psp::Psp>) -> Self {
+        self.payments.psp = Some(psp);
+        self
+    }
+
+    /// Sets how long a payment call holds its idempotency key before a retry may resume it
+    /// (seconds, `1..=3600`; default [`crate::payments::PAYMENT_LEASE_SECS`]). It must
+    /// exceed the PSP request timeout in production; tests of crash recovery shorten it.
+    #[must_use]
+    pub fn with_payment_lease_secs(mut self, secs: i64) -> Self {
+        self.payments.lease_secs = secs.clamp(1, bastion_store::idempotency::LEASE_SECS_MAX);
+        self
     }
 
     /// The app this pipeline serves.
@@ -211,6 +238,11 @@ impl Pipeline {
             return Err(ToolError::InvalidInput(errors));
         }
 
+        // Money-moving tools: idempotency keys, the PSP and the ledger (payments.rs).
+        if tool.kind.is_payment() {
+            return crate::payments::call(self, &audit, &args).await;
+        }
+
         // 3. One tenant transaction for the resource, the decision, the effect and its record.
         let mut tx = inner
             .store
@@ -248,6 +280,7 @@ impl Pipeline {
                 Ok(ToolOutput {
                     result,
                     audit_seq: seq,
+                    replayed: false,
                 })
             }
             Err(Failure {
@@ -288,6 +321,9 @@ impl Pipeline {
         let tool = a.tool_spec;
         let entity_name = tool.entity.as_str();
         match tool.kind {
+            ToolKind::PaymentCharge | ToolKind::PaymentRefund => {
+                Err(Failure::internal("payment kinds run in payments.rs"))
+            }
             ToolKind::RecordCreate => {
                 let parent = match &tool.parent {
                     Some(field) => {
@@ -494,7 +530,11 @@ impl Pipeline {
     }
 
     /// One Cedar decision; a deny or any evaluation error refuses.
-    fn decide(&self, a: &AuditCtx<'_>, resource: Resource<'_>) -> Result<Decision, Failure> {
+    pub(crate) fn decide(
+        &self,
+        a: &AuditCtx<'_>,
+        resource: Resource<'_>,
+    ) -> Result<Decision, Failure> {
         let target = match &resource {
             Resource::Record { record, .. } | Resource::RecordIn { record, .. } => {
                 Some(record.id.to_string())
@@ -564,7 +604,7 @@ impl Pipeline {
         tx.commit().await.map_err(store_err)
     }
 
-    async fn audit_alone(
+    pub(crate) async fn audit_alone(
         &self,
         a: &AuditCtx<'_>,
         outcome: Outcome,
@@ -584,24 +624,24 @@ impl Pipeline {
     }
 }
 
-struct AuditCtx<'a> {
-    principal: &'a Principal,
-    tool: &'a str,
-    tool_spec: &'a ToolSpec,
-    entity: &'a EntitySpec,
-    ctx: &'a CallContext,
-    now: i64,
+pub(crate) struct AuditCtx<'a> {
+    pub(crate) principal: &'a Principal,
+    pub(crate) tool: &'a str,
+    pub(crate) tool_spec: &'a ToolSpec,
+    pub(crate) entity: &'a EntitySpec,
+    pub(crate) ctx: &'a CallContext,
+    pub(crate) now: i64,
 }
 
-struct Failure {
-    error: ToolError,
-    target: Option<String>,
-    policy_ids: Vec<String>,
-    reason: &'static str,
+pub(crate) struct Failure {
+    pub(crate) error: ToolError,
+    pub(crate) target: Option<String>,
+    pub(crate) policy_ids: Vec<String>,
+    pub(crate) reason: &'static str,
 }
 
 impl Failure {
-    fn internal(reason: &'static str) -> Self {
+    pub(crate) fn internal(reason: &'static str) -> Self {
         tracing::error!(target: "bastion::alert", reason, "pipeline inconsistency");
         Self {
             error: ToolError::Internal,
@@ -611,7 +651,7 @@ impl Failure {
         }
     }
 
-    fn store(e: StoreError, target: Option<String>) -> Self {
+    pub(crate) fn store(e: StoreError, target: Option<String>) -> Self {
         let (error, reason) = match e {
             StoreError::NotFound => (ToolError::NotFound, "not found"),
             StoreError::Conflict { current_version } => {
@@ -635,7 +675,7 @@ impl Failure {
         }
     }
 
-    fn invalid(pointer: &str, message: &str) -> Self {
+    pub(crate) fn invalid(pointer: &str, message: &str) -> Self {
         Self {
             error: ToolError::InvalidInput(vec![(pointer.to_owned(), message.to_owned())]),
             target: None,
@@ -733,13 +773,13 @@ fn audit_args(entity: &EntitySpec, args: &Value) -> Value {
 }
 
 /// Rolls back; a failed rollback is logged (the connection is discarded by the pool).
-async fn rollback(tx: TenantTx) {
+pub(crate) async fn rollback(tx: TenantTx) {
     if let Err(e) = tx.rollback().await {
         tracing::warn!(error = %e, "rollback failed");
     }
 }
 
-fn store_err(e: StoreError) -> ToolError {
+pub(crate) fn store_err(e: StoreError) -> ToolError {
     match e {
         StoreError::Unavailable { .. } => ToolError::Unavailable,
         other => {
@@ -749,7 +789,7 @@ fn store_err(e: StoreError) -> ToolError {
     }
 }
 
-async fn append(
+pub(crate) async fn append(
     tx: &mut TenantTx,
     a: &AuditCtx<'_>,
     outcome: Outcome,
@@ -791,7 +831,7 @@ async fn append(
 /// [`ToolError::Disabled`] (audited as a deny, reason `kill switch`); a failing check refuses
 /// too (fail closed). Called before any write of the transaction, so on PostgreSQL the shared
 /// switch lock is the first lock a switch change could wait behind.
-async fn gate(tx: &mut TenantTx, tool: &str) -> Result<(), Failure> {
+pub(crate) async fn gate(tx: &mut TenantTx, tool: &str) -> Result<(), Failure> {
     match killswitch::is_blocked(tx, tool).await {
         Ok(None) => Ok(()),
         Ok(Some(block)) => {
@@ -807,14 +847,14 @@ async fn gate(tx: &mut TenantTx, tool: &str) -> Result<(), Failure> {
     }
 }
 
-fn parse_id(args: &Value, field: &str) -> Result<RecordId, Failure> {
+pub(crate) fn parse_id(args: &Value, field: &str) -> Result<RecordId, Failure> {
     args.get(field)
         .and_then(Value::as_str)
         .and_then(|s| RecordId::parse(s).ok())
         .ok_or_else(|| Failure::invalid(&format!("/{field}"), "must be a record id"))
 }
 
-async fn load(tx: &mut TenantTx, entity: &str, id: RecordId) -> Result<Record, Failure> {
+pub(crate) async fn load(tx: &mut TenantTx, entity: &str, id: RecordId) -> Result<Record, Failure> {
     match records::get_record(tx, entity, id).await {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(Failure::store(StoreError::NotFound, Some(id.to_string()))),
@@ -848,7 +888,7 @@ async fn load_parent(
 
 /// The user- and ref-typed fields present in `data`, for the store to index (list scopes)
 /// and to check with composite foreign keys (same tenant, existing row).
-fn field_refs(entity: &EntitySpec, data: &Map<String, Value>) -> Vec<FieldRef> {
+pub(crate) fn field_refs(entity: &EntitySpec, data: &Map<String, Value>) -> Vec<FieldRef> {
     let mut out = Vec::new();
     for (k, f) in &entity.fields {
         let Some(text) = data.get(k).and_then(Value::as_str) else {

@@ -102,6 +102,15 @@ pub async fn spawn_app_with(opts: ServerOptions) -> TestApp {
 /// On a given backend, whatever `BASTION_TEST_DATABASE` says (tests that open the SQLite
 /// file themselves).
 pub async fn spawn_app_on(kind: bastion_store::BackendKind, opts: ServerOptions) -> TestApp {
+    spawn_app_full(kind, opts, None).await
+}
+
+/// With a PSP for the payment tools.
+pub async fn spawn_app_full(
+    kind: bastion_store::BackendKind,
+    opts: ServerOptions,
+    psp: Option<Arc<dyn bastion_payments::psp::Psp>>,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let clock = FixedClock::new(T0);
     let shared: SharedClock = Arc::new(clock.clone());
@@ -139,6 +148,10 @@ pub async fn spawn_app_on(kind: bastion_store::BackendKind, opts: ServerOptions)
         Arc::clone(&shared),
     )
     .unwrap();
+    let pipeline = match psp {
+        Some(p) => pipeline.with_psp(p),
+        None => pipeline,
+    };
     let state = AppState {
         identity: Arc::clone(&identity),
         pipeline,
@@ -372,6 +385,31 @@ impl TestApp {
             assert_problem_shape(&r);
         }
         (r.status, r.json())
+    }
+
+    /// `POST /v1/tools/{tool}` with `args` and an optional raw `Idempotency-Key` value.
+    pub async fn call_with_key(
+        &self,
+        token: &str,
+        tool: &str,
+        args: &Value,
+        key: Option<&str>,
+    ) -> Resp {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/v1/tools/{tool}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(k) = key {
+            b = b.header("idempotency-key", k);
+        }
+        let r = self
+            .send(b.body(Body::from(args.to_string())).unwrap())
+            .await;
+        if !r.status.is_success() {
+            assert_problem_shape(&r);
+        }
+        r
     }
 
     /// The names `GET /v1/tools` advertises to this token.
