@@ -235,7 +235,11 @@ pub async fn run(
         issuer: url.clone(),
         webhooks: vec![psp.endpoint],
     };
+    // The money tools charge through the sandbox the demo just started.
+    let psp_client = runtime::psp_from(&psp.credentials.url, &psp.credentials.api_key)?;
     let services = runtime::build(BuildArgs {
+        psp: Some(psp_client),
+        payment_lease_secs: None,
         app_dir: &app_dir,
         store,
         key_dir: data.join("keys"),

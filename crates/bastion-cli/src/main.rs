@@ -98,6 +98,10 @@ enum Command {
         /// File holding the webhook signing secret (`whsec_…`).
         #[arg(long)]
         webhook_secret_file: Option<PathBuf>,
+        /// Test knob: answer PaymentIntent creations this many milliseconds late (after
+        /// recording them), to exercise crash recovery.
+        #[arg(long, default_value_t = 0)]
+        create_delay_ms: u64,
     },
     /// Background jobs: the dead-letter queue.
     Jobs {
@@ -162,12 +166,14 @@ fn main() -> ExitCode {
                 api_key_file,
                 webhook_url,
                 webhook_secret_file,
+                create_delay_ms,
             } => {
                 commands::psp_sandbox(
                     &listen,
                     &api_key_file,
                     webhook_url.as_deref(),
                     webhook_secret_file.as_deref(),
+                    create_delay_ms,
                 )
                 .await
             }

@@ -71,6 +71,25 @@ pub struct PaymentsSection {
     /// `[[payments.webhooks]]`: one per provider served at `/v1/webhooks/{provider}`.
     #[serde(default)]
     pub webhooks: Vec<WebhookSection>,
+    /// `[payments.psp]`: the PSP the money tools (`payment.charge`, `payment.refund`) call.
+    /// Without it those tools answer 503.
+    #[serde(default)]
+    pub psp: Option<PspSection>,
+}
+
+/// `[payments.psp]`: a Stripe-compatible PSP (Stripe, or `bastion psp-sandbox` in tests).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PspSection {
+    /// Base URL of the API, e.g. `https://api.stripe.com`.
+    pub url: String,
+    /// File holding the secret API key (`sk_…`), mode 0600.
+    pub api_key_file: PathBuf,
+    /// How long a payment call holds its idempotency key before a retry may resume it,
+    /// seconds (default 60, above the PSP request timeout; `1..=3600`). Lower it only in
+    /// tests of crash recovery.
+    #[serde(default)]
+    pub lease_secs: Option<i64>,
 }
 
 /// Webhook signature scheme of a provider.
