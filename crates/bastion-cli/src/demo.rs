@@ -198,12 +198,24 @@ async fn start_psp_sandbox(
     })
 }
 
+/// Where the demo's money tools charge.
+#[derive(Debug, Default)]
+pub struct PaymentOptions {
+    /// An external Stripe-compatible PSP instead of the demo's sandbox.
+    pub psp_url: Option<String>,
+    /// Its API key file.
+    pub psp_api_key_file: Option<std::path::PathBuf>,
+    /// The payment lease override, seconds.
+    pub lease_secs: Option<i64>,
+}
+
 /// Runs the demo until Ctrl-C.
 pub async fn run(
     data: &Path,
     listen_addr: &str,
     app: Option<&Path>,
     pg: Option<Postgres>,
+    payments: PaymentOptions,
 ) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     restrict(data, 0o700)?;
@@ -236,10 +248,18 @@ pub async fn run(
         webhooks: vec![psp.endpoint],
     };
     // The money tools charge through the sandbox the demo just started.
-    let psp_client = runtime::psp_from(&psp.credentials.url, &psp.credentials.api_key)?;
+    let psp_client = match (&payments.psp_url, &payments.psp_api_key_file) {
+        (Some(url), Some(file)) => {
+            let key = String::from_utf8(runtime::read_secret_file(file)?)
+                .context("the PSP api key file is not text")?;
+            runtime::psp_from(url, key.trim())?
+        }
+        (None, None) => runtime::psp_from(&psp.credentials.url, &psp.credentials.api_key)?,
+        _ => anyhow::bail!("--psp-url and --psp-api-key-file go together"),
+    };
     let services = runtime::build(BuildArgs {
         psp: Some(psp_client),
-        payment_lease_secs: None,
+        payment_lease_secs: payments.lease_secs,
         app_dir: &app_dir,
         store,
         key_dir: data.join("keys"),

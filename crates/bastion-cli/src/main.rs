@@ -44,6 +44,17 @@ enum Command {
         /// The application role the demo connects as on PostgreSQL.
         #[arg(long, default_value = "bastion_app")]
         app_role: String,
+        /// Charge through this Stripe-compatible PSP instead of the demo's own sandbox
+        /// (e.g. a `bastion psp-sandbox` started separately); needs --psp-api-key-file.
+        #[arg(long)]
+        psp_url: Option<String>,
+        /// File holding the API key of --psp-url.
+        #[arg(long)]
+        psp_api_key_file: Option<PathBuf>,
+        /// How long a payment call holds its idempotency key before a retry resumes it
+        /// (seconds; default 60). Lower only to test crash recovery.
+        #[arg(long)]
+        payment_lease_secs: Option<i64>,
     },
     /// Production entry point: refuses to start on an unsafe config.
     Serve {
@@ -145,9 +156,17 @@ fn main() -> ExitCode {
                 app,
                 database_url,
                 app_role,
+                psp_url,
+                psp_api_key_file,
+                payment_lease_secs,
             } => {
                 let pg = database_url.map(|url| demo::Postgres { url, app_role });
-                demo::run(&data, &listen, app.as_deref(), pg).await
+                let psp = demo::PaymentOptions {
+                    psp_url,
+                    psp_api_key_file,
+                    lease_secs: payment_lease_secs,
+                };
+                demo::run(&data, &listen, app.as_deref(), pg, psp).await
             }
             Command::Serve { config } => runtime::serve(&config).await,
             Command::Check {
