@@ -25,8 +25,8 @@ pub use output::{OUTPUT_SYSTEM_FIELDS, record_output};
 pub use schema::{SchemaViolation, VIOLATIONS_MAX, compile_schema, schema_violations};
 pub use spec::{
     APPROVAL_MFA_MAX_AGE_SECS_MAX, APPROVAL_SECS_MIN, APPROVAL_TTL_SECS_MAX, AppSpec, ApprovalSpec,
-    EntitySpec, FieldSpec, FieldType, ListScope, PolicyFile, Risk, RoleSpec, SET_CALLER,
-    Sensitivity, ToolKind, ToolSpec, ToolValidators,
+    EntitySpec, FieldSpec, FieldType, ListScope, PaymentsSpec, PolicyFile, Risk, RoleSpec,
+    SET_CALLER, Sensitivity, ToolKind, ToolSpec, ToolValidators, VelocityRule, VelocitySubject,
 };
 
 use std::path::PathBuf;
@@ -37,6 +37,10 @@ pub mod limits {
     pub const FILE_BYTES_MAX: u64 = 1024 * 1024;
     /// Most roles in one app.
     pub const ROLES_MAX: usize = 32;
+    /// Most `[[payments.velocity]]` rules.
+    pub const VELOCITY_RULES_MAX: usize = 16;
+    /// Longest velocity window, seconds (31 days).
+    pub const VELOCITY_WINDOW_SECS_MAX: i64 = 31 * 24 * 3600;
     /// Most entities in one app.
     pub const ENTITIES_MAX: usize = 64;
     /// Most fields in one entity.

@@ -19,8 +19,8 @@ use crate::output::OUTPUT_SYSTEM_FIELDS;
 use crate::schema::{DRAFT_2020_12, collect_external_refs, compile_schema};
 use crate::spec::{
     APPROVAL_MFA_MAX_AGE_SECS_MAX, APPROVAL_SECS_MIN, APPROVAL_TTL_SECS_MAX, AppSpec, ApprovalSpec,
-    EntitySpec, FieldSpec, FieldType, ListScope, PolicyFile, Risk, RoleSpec, SET_CALLER,
-    Sensitivity, ToolKind, ToolSpec, pascal_case,
+    EntitySpec, FieldSpec, FieldType, ListScope, PaymentsSpec, PolicyFile, Risk, RoleSpec,
+    SET_CALLER, Sensitivity, ToolKind, ToolSpec, VelocityRule, VelocitySubject, pascal_case,
 };
 use crate::{Finding, line_of};
 
@@ -264,7 +264,7 @@ fn load_manifest(
     check_keys(
         &mut cx,
         root,
-        &["app", "roles", "entities", "tools"],
+        &["app", "roles", "entities", "tools", "payments"],
         "the manifest",
     );
 
@@ -273,6 +273,7 @@ fn load_manifest(
     let entities = load_entities(&mut cx, root, &roles);
     let mut schemas = SchemaCache::default();
     let tools = load_tools(&mut cx, dir, root, &roles, &entities, &mut schemas);
+    let payments = load_payments(&mut cx, root);
     for f in schemas.findings {
         cx.findings.push(f);
     }
@@ -287,7 +288,99 @@ fn load_manifest(
         entities,
         tools,
         policies: Vec::new(),
+        payments,
     })
+}
+
+const VELOCITY_KEYS: [&str; 4] = ["subject", "window_secs", "max_count", "max_amount_minor"];
+
+/// `[payments]` with `[[payments.velocity]]` rules; every key of a rule is required and
+/// unknown keys are findings.
+fn load_payments(cx: &mut Cx<'_>, root: &DeTable<'_>) -> PaymentsSpec {
+    let mut out = PaymentsSpec::default();
+    let Some(p) = get(root, "payments") else {
+        return out;
+    };
+    let Some(p) = as_table(cx, p, "`payments`") else {
+        return out;
+    };
+    check_keys(cx, p, &["velocity"], "`[payments]`");
+    let Some(v) = get(p, "velocity") else {
+        return out;
+    };
+    let Some(rules) = v.get_ref().as_array() else {
+        cx.at(
+            &v.span(),
+            "`payments.velocity` must be an array of tables (`[[payments.velocity]]`)",
+        );
+        return out;
+    };
+    if rules.len() > crate::limits::VELOCITY_RULES_MAX {
+        cx.at(
+            &v.span(),
+            format!(
+                "more than {} velocity rules",
+                crate::limits::VELOCITY_RULES_MAX
+            ),
+        );
+        return out;
+    }
+    for r in rules.iter() {
+        let span = r.span();
+        let what = "`[[payments.velocity]]`";
+        let Some(t) = as_table(cx, r, what) else {
+            continue;
+        };
+        check_keys(cx, t, &VELOCITY_KEYS, what);
+        let subject = string(cx, t, "subject", &span, what, true).and_then(|(s, sp)| {
+            let k = VelocitySubject::parse(&s);
+            if k.is_none() {
+                cx.at(
+                    &sp,
+                    format!(
+                        "unknown velocity subject `{}` (customer, card, address)",
+                        short(&s)
+                    ),
+                );
+            }
+            k
+        });
+        let mut int =
+            |key: &str, max: i64| -> Option<i64> {
+                match get(t, key) {
+                    None => {
+                        cx.at(&span, format!("{what}: missing `{key}`"));
+                        None
+                    }
+                    Some(v) => match v.get_ref().as_integer().and_then(|i| {
+                        i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok()
+                    }) {
+                        Some(i) if (1..=max).contains(&i) => Some(i),
+                        _ => {
+                            cx.at(
+                                &v.span(),
+                                format!("{what}: `{key}` must be an integer in 1..={max}"),
+                            );
+                            None
+                        }
+                    },
+                }
+            };
+        let window = int("window_secs", crate::limits::VELOCITY_WINDOW_SECS_MAX);
+        let count = int("max_count", i64::from(u32::MAX));
+        let amount = int("max_amount_minor", 1_000_000_000_000);
+        if let (Some(subject), Some(window_secs), Some(max_count), Some(max_amount_minor)) =
+            (subject, window, count, amount)
+        {
+            out.velocity.push(VelocityRule {
+                subject,
+                window_secs,
+                max_count,
+                max_amount_minor,
+            });
+        }
+    }
+    out
 }
 
 fn short_msg(s: &str) -> String {
@@ -736,7 +829,7 @@ fn load_tool(
     let kind = string(cx, t, "kind", &hs, &what, true).and_then(|(s, sp)| {
         let k = ToolKind::parse(&s);
         if k.is_none() {
-            cx.at(&sp, format!("tool kind `{}` is not implemented (record.create, record.get, record.list, record.update)", short(&s)));
+            cx.at(&sp, format!("tool kind `{}` is not implemented (record.create, record.get, record.list, record.update, payment.charge, payment.refund)", short(&s)));
         }
         k
     });
@@ -1178,6 +1271,10 @@ impl SchemaCx<'_> {
                     .collect()
             })
             .unwrap_or_default();
+        if kind.is_payment() {
+            self.check_payment_input(path, text, kind, entity, &props, &required);
+            return;
+        }
         let needs_id = matches!(kind, ToolKind::RecordGet | ToolKind::RecordUpdate);
         if needs_id && !required.contains("id") {
             self.push(
@@ -1236,6 +1333,54 @@ impl SchemaCx<'_> {
         }
     }
 
+    /// A payment kind takes exactly its fixed arguments ([`ToolKind::payment_arguments`],
+    /// `{entity}` replaced by the tool's entity), the required ones required.
+    fn check_payment_input(
+        &mut self,
+        path: &Path,
+        text: &str,
+        kind: ToolKind,
+        entity: &EntitySpec,
+        props: &[String],
+        required: &BTreeSet<String>,
+    ) {
+        let what = self.what;
+        let (req, opt) = kind.payment_arguments();
+        let name = |a: &str| a.replace("{entity}", &entity.name);
+        let req: Vec<String> = req.iter().map(|a| name(a)).collect();
+        let opt: Vec<String> = opt.iter().map(|a| name(a)).collect();
+        for r in &req {
+            if !props.contains(r) || !required.contains(r) {
+                self.push(
+                    path,
+                    text,
+                    None,
+                    format!(
+                        "input schema of {what} must declare and require `{r}` ({} takes {})",
+                        kind.as_str(),
+                        req.join(", ")
+                    ),
+                );
+            }
+        }
+        for p in props {
+            if !req.contains(p) && !opt.contains(p) {
+                self.push(
+                    path,
+                    text,
+                    Some(p),
+                    format!(
+                        "input schema of {what} allows property `{}`: {} accepts only {} (optional: {})",
+                        short(p),
+                        kind.as_str(),
+                        req.join(", "),
+                        opt.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
     fn check_output(
         &mut self,
         path: &Path,
@@ -1255,6 +1400,11 @@ impl SchemaCx<'_> {
             return;
         }
         let props = schema.get("properties").and_then(Value::as_object);
+        if kind.is_payment() {
+            // A payment result is `{payment_id, psp_payment_id, status, amount_minor,
+            // currency, …}`, not a record: the pipeline checks it against the schema.
+            return;
+        }
         if kind == ToolKind::RecordList {
             if props.is_none_or(|p| !p.contains_key("items")) {
                 self.push(path, text, None, format!("output schema of {what} must declare `items` (record.list returns `{{items, total}}`)"));

@@ -25,6 +25,68 @@ pub struct AppSpec {
     pub tools: BTreeMap<Slug, ToolSpec>,
     /// Every `policies/*.cedar` file, sorted by path.
     pub policies: Vec<PolicyFile>,
+    /// `[payments]`: velocity rules for the `payment.charge` tools.
+    pub payments: PaymentsSpec,
+}
+
+/// `[payments]`: app-level payment settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentsSpec {
+    /// `[[payments.velocity]]`: every rule is checked on every `payment.charge` call; one
+    /// over its limit refuses the charge before the PSP is called.
+    pub velocity: Vec<VelocityRule>,
+}
+
+/// What a velocity rule counts per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VelocitySubject {
+    /// The paying user (the charged record's `buyer`, else the caller).
+    Customer,
+    /// The payment method token (`pm_…`): the card as Bastion sees it before the PSP does.
+    Card,
+    /// The `address` argument of the charge, when the tool's input has one (a rule on
+    /// `address` does not apply to a charge without it).
+    Address,
+}
+
+impl VelocitySubject {
+    /// Parses the manifest spelling.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "customer" => Self::Customer,
+            "card" => Self::Card,
+            "address" => Self::Address,
+            _ => return None,
+        })
+    }
+
+    /// The manifest spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Card => "card",
+            Self::Address => "address",
+        }
+    }
+}
+
+/// `[[payments.velocity]] subject = "card", window_secs = 3600, max_count = 5,
+/// max_amount_minor = 500000`: at most `max_count` charge attempts and at most
+/// `max_amount_minor` (minor units, per currency) per subject within a sliding window of
+/// `window_secs` seconds. Every key is required (limits are explicit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VelocityRule {
+    /// What is counted per.
+    pub subject: VelocitySubject,
+    /// The sliding window, seconds (`1..=2678400`).
+    pub window_secs: i64,
+    /// Most attempts in the window, the current one included (`>= 1`).
+    pub max_count: i64,
+    /// Most money in the window, minor units of the charge's currency, the current one
+    /// included (`>= 1`).
+    pub max_amount_minor: i64,
 }
 
 impl AppSpec {
@@ -249,6 +311,15 @@ pub enum ToolKind {
     RecordList,
     /// `record.update`: change fields of one record by `id`.
     RecordUpdate,
+    /// `payment.charge`: charge a payment method through the PSP for a record of the entity
+    /// (the Cedar resource). Fixed arguments: `<entity>_id`, `amount_minor`, `currency`,
+    /// `payment_method` (a PSP token such as `pm_card_visa`), optional `address`. Needs an
+    /// idempotency key.
+    PaymentCharge,
+    /// `payment.refund`: refund part of a captured payment of a record of the entity (the
+    /// Cedar resource). Fixed arguments: `<entity>_id`, `amount_minor`, `reason`, optional
+    /// `payment_id`. Needs an idempotency key.
+    PaymentRefund,
 }
 
 impl ToolKind {
@@ -260,6 +331,8 @@ impl ToolKind {
             "record.get" => Self::RecordGet,
             "record.list" => Self::RecordList,
             "record.update" => Self::RecordUpdate,
+            "payment.charge" => Self::PaymentCharge,
+            "payment.refund" => Self::PaymentRefund,
             _ => return None,
         })
     }
@@ -272,6 +345,28 @@ impl ToolKind {
             Self::RecordGet => "record.get",
             Self::RecordList => "record.list",
             Self::RecordUpdate => "record.update",
+            Self::PaymentCharge => "payment.charge",
+            Self::PaymentRefund => "payment.refund",
+        }
+    }
+
+    /// Whether the kind moves money (needs a PSP and an idempotency key).
+    #[must_use]
+    pub fn is_payment(self) -> bool {
+        matches!(self, Self::PaymentCharge | Self::PaymentRefund)
+    }
+
+    /// The fixed argument names of a payment kind: (required, optional). Empty for record
+    /// kinds. `{entity}` stands for the tool's entity name.
+    #[must_use]
+    pub fn payment_arguments(self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self {
+            Self::PaymentCharge => (
+                &["{entity}_id", "amount_minor", "currency", "payment_method"],
+                &["address"],
+            ),
+            Self::PaymentRefund => (&["{entity}_id", "amount_minor", "reason"], &["payment_id"]),
+            _ => (&[], &[]),
         }
     }
 }

@@ -65,7 +65,10 @@ pub(crate) fn resource_type(spec: &AppSpec, tool: &ToolSpec) -> Option<String> {
                 .entity(entity.fields.get(p)?.entity.as_deref()?)?
                 .type_name(),
         },
-        ToolKind::RecordGet | ToolKind::RecordUpdate => entity.type_name(),
+        ToolKind::RecordGet
+        | ToolKind::RecordUpdate
+        | ToolKind::PaymentCharge
+        | ToolKind::PaymentRefund => entity.type_name(),
     })
 }
 

@@ -18,6 +18,9 @@
 //! A second target, `cargo bench -p bastion-bench --bench ledger` ([`ledger`]), measures
 //! durable journal entries per second on SQLite and PostgreSQL side by side.
 //!
+//! `--bench charges` ([`charges`]): 100 concurrent identical charge requests through the
+//! pipeline and the psp-sandbox — one PSP call, the latency of the 99 replays.
+//!
 //! It prints a Markdown table on stdout (progress goes to stderr). Time is measured with
 //! `std::time::Instant` in one function, [`stats::now`]; nothing else in Bastion reads it.
 //!
@@ -25,6 +28,7 @@
 //! `cargo test --all-targets` builds it and returns at once.
 
 pub mod cedar;
+pub mod charges;
 pub mod ledger;
 pub mod list;
 pub mod pg;

@@ -384,6 +384,7 @@ pub async fn psp_sandbox(
     api_key_file: &Path,
     webhook_url: Option<&str>,
     webhook_secret_file: Option<&Path>,
+    create_delay_ms: u64,
 ) -> anyhow::Result<ExitCode> {
     let addr: std::net::SocketAddr = listen
         .parse()
@@ -395,6 +396,7 @@ pub async fn psp_sandbox(
         .context("the API key file is not text")?;
     let mut config = bastion_psp_sandbox::SandboxConfig::new(&key, runtime::clock())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    config.create_delay_ms = create_delay_ms;
     match (webhook_url, webhook_secret_file) {
         (Some(url), Some(file)) => {
             let secret = String::from_utf8(runtime::read_secret_file(file)?)

@@ -198,6 +198,17 @@ async fn start_psp_sandbox(
     })
 }
 
+/// Where the demo's money tools charge.
+#[derive(Debug, Default)]
+pub struct PaymentOptions {
+    /// An external Stripe-compatible PSP instead of the demo's sandbox.
+    pub psp_url: Option<String>,
+    /// Its API key file.
+    pub psp_api_key_file: Option<std::path::PathBuf>,
+    /// The payment lease override, seconds.
+    pub lease_secs: Option<i64>,
+}
+
 /// A demo instance serving in this process ([`start`]).
 pub struct Started {
     /// Base URL (`http://127.0.0.1:PORT`).
@@ -234,6 +245,7 @@ pub async fn start(
     listen_addr: &str,
     app: Option<&Path>,
     pg: Option<Postgres>,
+    payments: PaymentOptions,
 ) -> anyhow::Result<Started> {
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     restrict(data, 0o700)?;
@@ -265,7 +277,19 @@ pub async fn start(
         issuer: url.clone(),
         webhooks: vec![psp.endpoint],
     };
+    // The money tools charge through the sandbox the demo just started.
+    let psp_client = match (&payments.psp_url, &payments.psp_api_key_file) {
+        (Some(url), Some(file)) => {
+            let key = String::from_utf8(runtime::read_secret_file(file)?)
+                .context("the PSP api key file is not text")?;
+            runtime::psp_from(url, key.trim())?
+        }
+        (None, None) => runtime::psp_from(&psp.credentials.url, &psp.credentials.api_key)?,
+        _ => anyhow::bail!("--psp-url and --psp-api-key-file go together"),
+    };
     let services = runtime::build(BuildArgs {
+        psp: Some(psp_client),
+        payment_lease_secs: payments.lease_secs,
         app_dir: &app_dir,
         store,
         key_dir: data.join("keys"),
@@ -322,8 +346,9 @@ pub async fn run(
     listen_addr: &str,
     app: Option<&Path>,
     pg: Option<Postgres>,
+    payments: PaymentOptions,
 ) -> anyhow::Result<ExitCode> {
-    let started = start(data, listen_addr, app, pg).await?;
+    let started = start(data, listen_addr, app, pg, payments).await?;
     println_out(&format!(
         "bastion demo: serving {} at {}\n  credentials: {}\n  test-mode PSP (psp-sandbox): {}\n  stop with Ctrl-C",
         started.app_dir.display(),

@@ -47,6 +47,17 @@ enum Command {
         /// The application role the demo connects as on PostgreSQL.
         #[arg(long, default_value = "bastion_app")]
         app_role: String,
+        /// Charge through this Stripe-compatible PSP instead of the demo's own sandbox
+        /// (e.g. a `bastion psp-sandbox` started separately); needs --psp-api-key-file.
+        #[arg(long)]
+        psp_url: Option<String>,
+        /// File holding the API key of --psp-url.
+        #[arg(long)]
+        psp_api_key_file: Option<PathBuf>,
+        /// How long a payment call holds its idempotency key before a retry resumes it
+        /// (seconds; default 60). Lower only to test crash recovery.
+        #[arg(long)]
+        payment_lease_secs: Option<i64>,
     },
     /// Production entry point: refuses to start on an unsafe config.
     Serve {
@@ -101,6 +112,10 @@ enum Command {
         /// File holding the webhook signing secret (`whsec_…`).
         #[arg(long)]
         webhook_secret_file: Option<PathBuf>,
+        /// Test knob: answer PaymentIntent creations this many milliseconds late (after
+        /// recording them), to exercise crash recovery.
+        #[arg(long, default_value_t = 0)]
+        create_delay_ms: u64,
         /// A Bastion config: the sandbox refuses to start when its profile is not `dev`.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -221,9 +236,17 @@ fn main() -> ExitCode {
                 app,
                 database_url,
                 app_role,
+                psp_url,
+                psp_api_key_file,
+                payment_lease_secs,
             } => {
                 let pg = database_url.map(|url| demo::Postgres { url, app_role });
-                demo::run(&data, &listen, app.as_deref(), pg).await
+                let psp = demo::PaymentOptions {
+                    psp_url,
+                    psp_api_key_file,
+                    lease_secs: payment_lease_secs,
+                };
+                demo::run(&data, &listen, app.as_deref(), pg, psp).await
             }
             Command::Serve { config } => runtime::serve(&config).await,
             Command::Check {
@@ -243,6 +266,7 @@ fn main() -> ExitCode {
                 webhook_url,
                 webhook_secret_file,
                 config,
+                create_delay_ms,
             } => {
                 payments::refuse_sandbox_outside_dev(config.as_deref())?;
                 commands::psp_sandbox(
@@ -250,6 +274,7 @@ fn main() -> ExitCode {
                     &api_key_file,
                     webhook_url.as_deref(),
                     webhook_secret_file.as_deref(),
+                    create_delay_ms,
                 )
                 .await
             }

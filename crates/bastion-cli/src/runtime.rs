@@ -144,6 +144,10 @@ pub struct Services {
 
 /// Inputs of [`build`].
 pub struct BuildArgs<'a> {
+    /// The PSP for the money tools, if configured.
+    pub psp: Option<Arc<dyn bastion_payments::psp::Psp>>,
+    /// The payment lease override (`[payments.psp] lease_secs`).
+    pub payment_lease_secs: Option<i64>,
     pub app_dir: &'a Path,
     pub store: Store,
     pub key_dir: PathBuf,
@@ -198,8 +202,14 @@ pub async fn build(a: BuildArgs<'_>) -> anyhow::Result<Services> {
         )
         .await?,
     );
-    let pipeline =
+    let mut pipeline =
         Pipeline::new(app, authz, a.store.clone(), a.clock).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(psp) = a.psp {
+        pipeline = pipeline.with_psp(psp);
+    }
+    if let Some(secs) = a.payment_lease_secs {
+        pipeline = pipeline.with_payment_lease_secs(secs);
+    }
     let state = AppState {
         identity: Arc::clone(&identity),
         pipeline,
@@ -207,6 +217,24 @@ pub async fn build(a: BuildArgs<'_>) -> anyhow::Result<Services> {
         options: Arc::new(a.options),
     };
     Ok(Services { state, identity })
+}
+
+/// The PSP client of `[payments.psp]` (Stripe's API; the key read from its 0600 file).
+pub fn psp_client(
+    section: &bastion_server::config::PspSection,
+) -> anyhow::Result<Arc<dyn bastion_payments::psp::Psp>> {
+    let bytes = read_secret_file(&section.api_key_file)?;
+    let text = String::from_utf8(bytes).context("the PSP api key file is not text")?;
+    psp_from(&section.base_url, text.trim())
+}
+
+/// A Stripe-compatible PSP client for `url` with `api_key`.
+pub fn psp_from(url: &str, api_key: &str) -> anyhow::Result<Arc<dyn bastion_payments::psp::Psp>> {
+    use bastion_payments::psp::{ApiKey, StripeConfig, StripePsp};
+    let key = ApiKey::parse(api_key).map_err(|e| anyhow::anyhow!("payments.psp: {e}"))?;
+    let psp = StripePsp::new(StripeConfig::new(url, key))
+        .map_err(|e| anyhow::anyhow!("payments.psp: {e}"))?;
+    Ok(Arc::new(psp))
 }
 
 /// The webhook endpoints of `[[payments.webhooks]]`, secrets read from their files.
@@ -359,7 +387,10 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         issuer: cfg.identity.issuer.trim_end_matches('/').to_owned(),
         webhooks: webhook_endpoints(&cfg.payments, &clock)?,
     };
+    let psp = cfg.payments.psp.as_ref().map(psp_client).transpose()?;
     let services = build(BuildArgs {
+        psp,
+        payment_lease_secs: cfg.payments.psp.as_ref().and_then(|p| p.lease_secs),
         app_dir: &cfg.app.dir,
         store,
         key_dir: cfg.identity.key_dir.clone(),

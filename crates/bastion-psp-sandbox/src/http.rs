@@ -207,9 +207,14 @@ fn get_op(
 }
 
 async fn create_intent(State(s): S, headers: HeaderMap, body: Bytes) -> Response {
-    post_op(&s, &headers, "/v1/payment_intents", &body, |st, ctx, p| {
+    let res = post_op(&s, &headers, "/v1/payment_intents", &body, |st, ctx, p| {
         st.create_intent(ctx, p)
-    })
+    });
+    // Test knob: the intent is recorded, the answer is late (case P4).
+    if s.config.create_delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(s.config.create_delay_ms)).await;
+    }
+    res
 }
 
 async fn get_intent(

@@ -222,7 +222,14 @@ pub struct SandboxConfig {
     /// Serve on a non-loopback address too. Off by default; only for a sandbox inside a
     /// private test network.
     pub allow_non_loopback: bool,
+    /// Test knob: wait this long (milliseconds, at most [`CREATE_DELAY_MS_MAX`]) before
+    /// answering a PaymentIntent creation that has already been recorded, to simulate a
+    /// response lost in flight (crash-recovery tests, case P4). 0 by default.
+    pub create_delay_ms: u64,
 }
+
+/// Largest [`SandboxConfig::create_delay_ms`], milliseconds.
+pub const CREATE_DELAY_MS_MAX: u64 = 120_000;
 
 impl std::fmt::Debug for SandboxConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,6 +267,7 @@ impl SandboxConfig {
             fees: FeeSchedule::default(),
             clock,
             allow_non_loopback: false,
+            create_delay_ms: 0,
         })
     }
 
@@ -302,6 +310,9 @@ impl SandboxConfig {
         }
         if self.webhooks.len() > WEBHOOK_ENDPOINTS_MAX {
             return Err(SandboxError::InvalidConfig("too many webhook endpoints"));
+        }
+        if self.create_delay_ms > CREATE_DELAY_MS_MAX {
+            return Err(SandboxError::InvalidConfig("create delay above 120 s"));
         }
         Ok(())
     }

@@ -71,7 +71,8 @@ pub struct PaymentsSection {
     /// `[[payments.webhooks]]`: one per provider served at `/v1/webhooks/{provider}`.
     #[serde(default)]
     pub webhooks: Vec<WebhookSection>,
-    /// `[payments.psp]`: the PSP Bastion calls (Stripe-compatible API), if any.
+    /// `[payments.psp]`: the PSP Bastion calls (Stripe-compatible API): the money tools
+    /// (`payment.charge`, `payment.refund`) and reconciliation. Without it those tools answer 503.
     #[serde(default)]
     pub psp: Option<PspSection>,
 }
@@ -92,6 +93,11 @@ pub struct PspSection {
     /// `GET /v1/reporting/daily_balance` of the built-in sandbox. Default `false`.
     #[serde(default)]
     pub daily_report: bool,
+    /// How long a payment call holds its idempotency key before a retry may resume it,
+    /// seconds (default 60, above the PSP request timeout; `1..=3600`). Lower it only in
+    /// tests of crash recovery.
+    #[serde(default)]
+    pub lease_secs: Option<i64>,
 }
 
 /// Whether `url`'s host is loopback (`localhost`, `127.0.0.0/8`, `::1`), as the built-in

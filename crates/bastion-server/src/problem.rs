@@ -89,6 +89,21 @@ pub enum Code {
     ApprovalExpired,
     /// 409: the approval was already decided (approved, rejected, executed or failed).
     ApprovalDecided,
+    /// 400: a money-moving tool was called without an `Idempotency-Key` header
+    /// (draft-ietf-httpapi-idempotency-key-header §2.7).
+    IdempotencyKeyMissing,
+    /// 422: the `Idempotency-Key` was used before with another request (§2.7).
+    IdempotencyKeyMismatch,
+    /// 409: the first request with this `Idempotency-Key` is still running (§2.7); retry.
+    IdempotencyKeyInFlight,
+    /// 402: the PSP declined the payment; nothing was charged.
+    PaymentDeclined,
+    /// 429: a payment velocity limit of the app refused the charge; nothing was charged.
+    PaymentVelocity,
+    /// 422: the refund would exceed what was captured; nothing changed (case P5).
+    RefundExceedsCapture,
+    /// 422: the PSP refused the request (not a decline); nothing was charged or refunded.
+    PaymentRejected,
 }
 
 impl Code {
@@ -176,6 +191,41 @@ impl Code {
                 StatusCode::CONFLICT,
                 "approval-decided",
                 "Approval already decided",
+            ),
+            Self::IdempotencyKeyMissing => (
+                StatusCode::BAD_REQUEST,
+                "idempotency-key-missing",
+                "Idempotency-Key required",
+            ),
+            Self::IdempotencyKeyMismatch => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-mismatch",
+                "Idempotency-Key reused with another request",
+            ),
+            Self::IdempotencyKeyInFlight => (
+                StatusCode::CONFLICT,
+                "idempotency-key-in-flight",
+                "Request with this Idempotency-Key in progress",
+            ),
+            Self::PaymentDeclined => (
+                StatusCode::PAYMENT_REQUIRED,
+                "payment-declined",
+                "Payment declined",
+            ),
+            Self::PaymentVelocity => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "payment-velocity",
+                "Payment velocity limit reached",
+            ),
+            Self::RefundExceedsCapture => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "refund-exceeds-capture",
+                "Refund exceeds the captured amount",
+            ),
+            Self::PaymentRejected => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "payment-rejected",
+                "Payment provider refused the request",
             ),
         }
     }

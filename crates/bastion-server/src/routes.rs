@@ -406,29 +406,70 @@ async fn list_tools(State(s): State<AppState>, Authenticated(p): Authenticated) 
     Json(json!({"tools": s.pipeline.tools_for(&p)})).into_response()
 }
 
-/// Longest `Idempotency-Key` header value accepted, bytes.
-pub const IDEMPOTENCY_KEY_LEN_MAX: usize = bastion_store::approvals::IDEMPOTENCY_KEY_LEN_MAX;
+/// The `Idempotency-Key` request header (draft-ietf-httpapi-idempotency-key-header §2).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// The response header marking a replayed response (`Idempotent-Replayed: true`, as Stripe
+/// and the draft's examples do).
+pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
 
-fn rest_ctx(headers: &http::HeaderMap) -> Result<CallContext, Problem> {
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let k = v.to_str().ok().filter(|k| {
-                !k.is_empty()
-                    && k.len() <= IDEMPOTENCY_KEY_LEN_MAX
-                    && k.bytes().all(|b| b.is_ascii_graphic())
-            });
-            match k {
-                Some(k) => Some(k.to_owned()),
-                None => {
-                    return Err(Problem::new(
-                        Code::BadRequest,
-                        "Idempotency-Key must be 1..=255 visible ascii characters".to_owned(),
-                    ));
+/// Reads the `Idempotency-Key` header. The draft defines it as a Structured Field String
+/// (RFC 8941 §3.3.3): `"8e03978e-40d5-43e8-bc93-6894a57f9324"`, with `\"` and `\\` escapes
+/// inside the quotes. Bastion accepts that form and, leniently, a bare key without quotes
+/// (what Stripe's clients send); both give the same key, so `"abc"` and `abc` are one key.
+/// `Ok(None)` when absent.
+///
+/// # Errors
+/// A message when the header appears more than once, is not visible ASCII, is an
+/// unterminated or badly escaped string, or is empty or longer than 255 characters.
+pub fn parse_idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, &'static str> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY_HEADER).iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err("Idempotency-Key must be sent once");
+    }
+    let raw = v
+        .to_str()
+        .map_err(|_| "Idempotency-Key must be visible ASCII")?
+        .trim_matches(' ');
+    let key = if let Some(inner) = raw.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = inner.chars();
+        let mut closed = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(e @ ('"' | '\\')) => out.push(e),
+                    _ => return Err("Idempotency-Key: bad escape in the string"),
+                },
+                '"' => {
+                    closed = true;
+                    break;
                 }
+                c => out.push(c),
             }
         }
+        if !closed || chars.next().is_some() {
+            return Err("Idempotency-Key: unterminated string or trailing characters");
+        }
+        out
+    } else {
+        raw.to_owned()
     };
+    let ok = !key.is_empty()
+        && key.len() <= bastion_store::idempotency::KEY_LEN_MAX
+        && key.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if ok {
+        Ok(Some(key))
+    } else {
+        Err("Idempotency-Key must be 1 to 255 visible ASCII characters")
+    }
+}
+
+fn rest_ctx(headers: &http::HeaderMap) -> Result<CallContext, Problem> {
+    let key = parse_idempotency_key(headers)
+        .map_err(|why| Problem::new(Code::BadRequest, why.to_owned()))?;
     Ok(CallContext {
         request_id: bastion_types::RecordId::new_random().to_string(),
         channel: "rest",
@@ -441,8 +482,8 @@ fn rest_ctx(headers: &http::HeaderMap) -> Result<CallContext, Problem> {
 async fn call_tool(
     State(s): State<AppState>,
     name: Result<Path<String>, axum::extract::rejection::PathRejection>,
-    Authenticated(p): Authenticated,
     headers: http::HeaderMap,
+    Authenticated(p): Authenticated,
     JsonBody(args): JsonBody<Value>,
 ) -> Response {
     let Ok(Path(name)) = name else {
@@ -453,7 +494,16 @@ async fn call_tool(
         Err(p) => return p.into_response(),
     };
     match s.pipeline.call(&p, &name, args, &ctx).await {
-        Ok(out) => Json(json!({"result": out.result})).into_response(),
+        Ok(out) => {
+            let mut res = Json(json!({"result": out.result})).into_response();
+            if out.replayed {
+                res.headers_mut().insert(
+                    IDEMPOTENT_REPLAYED_HEADER,
+                    http::HeaderValue::from_static("true"),
+                );
+            }
+            res
+        }
         Err(ToolError::PendingApproval { approval }) => {
             let location = format!("/v1/approvals/{}", approval.id);
             (
@@ -463,7 +513,17 @@ async fn call_tool(
             )
                 .into_response()
         }
-        Err(e) => tool_problem(e).into_response(),
+        Err(e) => {
+            let replayed = matches!(e, ToolError::PaymentDeclined { replayed: true, .. });
+            let mut res = tool_problem(e).into_response();
+            if replayed {
+                res.headers_mut().insert(
+                    IDEMPOTENT_REPLAYED_HEADER,
+                    http::HeaderValue::from_static("true"),
+                );
+            }
+            res
+        }
     }
 }
 
@@ -591,6 +651,17 @@ fn tool_problem(e: ToolError) -> Problem {
         ToolError::Conflict { .. } => Problem::new(Code::Conflict, detail),
         ToolError::Disabled(_) => Problem::new(Code::ToolDisabled, detail),
         ToolError::Unavailable => Problem::new(Code::Unavailable, detail),
+        ToolError::IdempotencyKeyMissing => Problem::new(Code::IdempotencyKeyMissing, detail),
+        ToolError::IdempotencyKeyMismatch => Problem::new(Code::IdempotencyKeyMismatch, detail),
+        ToolError::IdempotencyKeyInFlight => {
+            let mut p = Problem::new(Code::IdempotencyKeyInFlight, detail);
+            p.retry_after_secs = Some(1);
+            p
+        }
+        ToolError::PaymentDeclined { .. } => Problem::new(Code::PaymentDeclined, detail),
+        ToolError::VelocityExceeded { .. } => Problem::new(Code::PaymentVelocity, detail),
+        ToolError::RefundExceedsCapture { .. } => Problem::new(Code::RefundExceedsCapture, detail),
+        ToolError::PaymentRejected => Problem::new(Code::PaymentRejected, detail),
         _ => Problem::of(Code::Internal),
     }
 }

@@ -55,6 +55,38 @@ pub enum ToolError {
     /// The approval was already decided (its status now).
     #[error("the approval was already decided ({0})")]
     ApprovalDecided(String),
+    /// A money-moving tool was called without an `Idempotency-Key`; nothing was done.
+    #[error("this tool requires an Idempotency-Key")]
+    IdempotencyKeyMissing,
+    /// The idempotency key was used before with a different request; nothing was done.
+    #[error("the idempotency key was used with a different request")]
+    IdempotencyKeyMismatch,
+    /// The first request with this idempotency key is still being processed; retry later.
+    #[error("a request with this idempotency key is still in progress")]
+    IdempotencyKeyInFlight,
+    /// The PSP declined the payment (`code` is its decline code, e.g. `card_declined`).
+    #[error("the payment was declined (`{code}`)")]
+    PaymentDeclined {
+        /// The PSP's decline code.
+        code: String,
+        /// The answer is the stored answer of an earlier call with the same key.
+        replayed: bool,
+    },
+    /// A velocity limit of the app's `[payments]` refused the charge; nothing was charged.
+    #[error("payment velocity limit reached")]
+    VelocityExceeded {
+        /// The subject kind of the rule (`customer`, `card`, `address`).
+        subject: &'static str,
+    },
+    /// The refund would take the refunded total above the captured amount; nothing changed.
+    #[error("refund exceeds the captured amount (refundable: {refundable_minor} minor units)")]
+    RefundExceedsCapture {
+        /// What can still be refunded, minor units.
+        refundable_minor: i64,
+    },
+    /// The PSP refused the request (not a decline); nothing was charged or refunded.
+    #[error("the payment provider refused the request")]
+    PaymentRejected,
     /// A bug or an inconsistent manifest; details are in the server log only.
     #[error("internal error")]
     Internal,

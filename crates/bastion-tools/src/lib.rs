@@ -22,6 +22,7 @@
 pub mod approvals;
 mod error;
 pub mod killswitch;
+pub mod payments;
 mod pipeline;
 mod redact;
 pub mod worker;

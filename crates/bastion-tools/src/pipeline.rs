@@ -30,8 +30,9 @@ pub struct CallContext {
     pub request_id: String,
     /// Which door the call came through (`rest`, `mcp`, `agent`).
     pub channel: &'static str,
-    /// The request's idempotency key (`Idempotency-Key` header), if any; kept with an
-    /// approval and passed to its execution.
+    /// The caller's `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header), already
+    /// unwrapped from its structured-field string. Required by money-moving tools; kept with
+    /// an approval and passed to its execution.
     pub idempotency_key: Option<String>,
 }
 
@@ -40,8 +41,13 @@ pub struct CallContext {
 pub struct ToolOutput {
     /// The tool's output, valid against its output schema.
     pub result: Value,
-    /// Sequence number of the audit record written with the effect.
+    /// Sequence number of the audit record written with the effect (for a replay: of the
+    /// record of the replay).
     pub audit_seq: u64,
+    /// The result is the stored response of an earlier call with the same idempotency key
+    /// (REST answers `Idempotent-Replayed: true`).
+    #[serde(skip)]
+    pub replayed: bool,
 }
 
 /// A tool as listed to a caller by `GET /v1/tools`.
@@ -62,15 +68,16 @@ pub struct ToolInfo {
 /// The tool pipeline for one app. Cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) payments: crate::payments::PaymentsConfig,
 }
 
-struct Inner {
-    app: Arc<AppSpec>,
-    authz: Arc<Authorizer>,
-    store: Store,
-    clock: SharedClock,
-    validators: BTreeMap<String, ToolValidators>,
+pub(crate) struct Inner {
+    pub(crate) app: Arc<AppSpec>,
+    pub(crate) authz: Arc<Authorizer>,
+    pub(crate) store: Store,
+    pub(crate) clock: SharedClock,
+    pub(crate) validators: BTreeMap<String, ToolValidators>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -108,7 +115,25 @@ impl Pipeline {
                 clock,
                 validators,
             }),
+            payments: crate::payments::PaymentsConfig::default(),
         })
+    }
+
+    /// Gives the pipeline a PSP for the `payment.charge` / `payment.refund` tools (without
+    /// one they answer [`ToolError::Unavailable`]).
+    #[must_use]
+    pub fn with_psp(mut self, psp: Arc<dyn bastion_payments::psp::Psp>) -> Self {
+        self.payments.psp = Some(psp);
+        self
+    }
+
+    /// Sets how long a payment call holds its idempotency key before a retry may resume it
+    /// (seconds, `1..=3600`; default [`crate::payments::PAYMENT_LEASE_SECS`]). It must
+    /// exceed the PSP request timeout in production; tests of crash recovery shorten it.
+    #[must_use]
+    pub fn with_payment_lease_secs(mut self, secs: i64) -> Self {
+        self.payments.lease_secs = secs.clamp(1, bastion_store::idempotency::LEASE_SECS_MAX);
+        self
     }
 
     /// The app this pipeline serves.
@@ -243,6 +268,11 @@ impl Pipeline {
             return Err(ToolError::InvalidInput(errors));
         }
 
+        // Money-moving tools: idempotency keys, the PSP and the ledger (payments.rs).
+        if tool.kind.is_payment() {
+            return crate::payments::call(self, &audit, &args).await;
+        }
+
         // 3. One tenant transaction for the resource, the decision, the effect and its record.
         let mut tx = inner
             .store
@@ -284,6 +314,7 @@ impl Pipeline {
                 Ok(ToolOutput {
                     result,
                     audit_seq: seq,
+                    replayed: false,
                 })
             }
             Err(Failure {
@@ -328,6 +359,9 @@ impl Pipeline {
         let tool = a.tool_spec;
         let entity_name = tool.entity.as_str();
         match tool.kind {
+            ToolKind::PaymentCharge | ToolKind::PaymentRefund => {
+                Err(Failure::internal("payment kinds run in payments.rs"))
+            }
             ToolKind::RecordCreate => {
                 let parent = match &tool.parent {
                     Some(field) => {
@@ -534,7 +568,11 @@ impl Pipeline {
     }
 
     /// One Cedar decision; a deny or any evaluation error refuses.
-    fn decide(&self, a: &AuditCtx<'_>, resource: Resource<'_>) -> Result<Decision, Failure> {
+    pub(crate) fn decide(
+        &self,
+        a: &AuditCtx<'_>,
+        resource: Resource<'_>,
+    ) -> Result<Decision, Failure> {
         let target = match &resource {
             Resource::Record { record, .. } | Resource::RecordIn { record, .. } => {
                 Some(record.id.to_string())
@@ -604,7 +642,7 @@ impl Pipeline {
         tx.commit().await.map_err(store_err)
     }
 
-    async fn audit_alone(
+    pub(crate) async fn audit_alone(
         &self,
         a: &AuditCtx<'_>,
         outcome: Outcome,
@@ -624,25 +662,25 @@ impl Pipeline {
     }
 }
 
-struct AuditCtx<'a> {
-    principal: &'a Principal,
-    tool: &'a str,
-    tool_spec: &'a ToolSpec,
-    entity: &'a EntitySpec,
-    ctx: &'a CallContext,
-    now: i64,
-    mode: Mode<'a>,
+pub(crate) struct AuditCtx<'a> {
+    pub(crate) principal: &'a Principal,
+    pub(crate) tool: &'a str,
+    pub(crate) tool_spec: &'a ToolSpec,
+    pub(crate) entity: &'a EntitySpec,
+    pub(crate) ctx: &'a CallContext,
+    pub(crate) now: i64,
+    pub(crate) mode: Mode<'a>,
 }
 
-struct Failure {
-    error: ToolError,
-    target: Option<String>,
-    policy_ids: Vec<String>,
-    reason: &'static str,
+pub(crate) struct Failure {
+    pub(crate) error: ToolError,
+    pub(crate) target: Option<String>,
+    pub(crate) policy_ids: Vec<String>,
+    pub(crate) reason: &'static str,
 }
 
 impl Failure {
-    fn internal(reason: &'static str) -> Self {
+    pub(crate) fn internal(reason: &'static str) -> Self {
         tracing::error!(target: "bastion::alert", reason, "pipeline inconsistency");
         Self {
             error: ToolError::Internal,
@@ -652,7 +690,7 @@ impl Failure {
         }
     }
 
-    fn store(e: StoreError, target: Option<String>) -> Self {
+    pub(crate) fn store(e: StoreError, target: Option<String>) -> Self {
         let (error, reason) = match e {
             StoreError::NotFound => (ToolError::NotFound, "not found"),
             StoreError::Conflict { current_version } => {
@@ -676,7 +714,7 @@ impl Failure {
         }
     }
 
-    fn invalid(pointer: &str, message: &str) -> Self {
+    pub(crate) fn invalid(pointer: &str, message: &str) -> Self {
         Self {
             error: ToolError::InvalidInput(vec![(pointer.to_owned(), message.to_owned())]),
             target: None,
@@ -774,13 +812,13 @@ fn audit_args(entity: &EntitySpec, args: &Value) -> Value {
 }
 
 /// Rolls back; a failed rollback is logged (the connection is discarded by the pool).
-async fn rollback(tx: TenantTx) {
+pub(crate) async fn rollback(tx: TenantTx) {
     if let Err(e) = tx.rollback().await {
         tracing::warn!(error = %e, "rollback failed");
     }
 }
 
-fn store_err(e: StoreError) -> ToolError {
+pub(crate) fn store_err(e: StoreError) -> ToolError {
     match e {
         StoreError::Unavailable { .. } => ToolError::Unavailable,
         other => {
@@ -790,7 +828,7 @@ fn store_err(e: StoreError) -> ToolError {
     }
 }
 
-async fn append(
+pub(crate) async fn append(
     tx: &mut TenantTx,
     a: &AuditCtx<'_>,
     outcome: Outcome,
@@ -838,7 +876,7 @@ async fn append(
 ///
 /// Then the approval hold: a call that must be approved first stops here, after every check
 /// and before any write, with the [`approvals::HELD`] failure (the caller files it).
-async fn gate(tx: &mut TenantTx, a: &AuditCtx<'_>) -> Result<(), Failure> {
+pub(crate) async fn gate(tx: &mut TenantTx, a: &AuditCtx<'_>) -> Result<(), Failure> {
     let tool = a.tool;
     match killswitch::is_blocked(tx, tool).await {
         Ok(None) if a.mode.holds(a.tool_spec) => Err(Failure {
@@ -861,14 +899,14 @@ async fn gate(tx: &mut TenantTx, a: &AuditCtx<'_>) -> Result<(), Failure> {
     }
 }
 
-fn parse_id(args: &Value, field: &str) -> Result<RecordId, Failure> {
+pub(crate) fn parse_id(args: &Value, field: &str) -> Result<RecordId, Failure> {
     args.get(field)
         .and_then(Value::as_str)
         .and_then(|s| RecordId::parse(s).ok())
         .ok_or_else(|| Failure::invalid(&format!("/{field}"), "must be a record id"))
 }
 
-async fn load(tx: &mut TenantTx, entity: &str, id: RecordId) -> Result<Record, Failure> {
+pub(crate) async fn load(tx: &mut TenantTx, entity: &str, id: RecordId) -> Result<Record, Failure> {
     match records::get_record(tx, entity, id).await {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(Failure::store(StoreError::NotFound, Some(id.to_string()))),
@@ -902,7 +940,7 @@ async fn load_parent(
 
 /// The user- and ref-typed fields present in `data`, for the store to index (list scopes)
 /// and to check with composite foreign keys (same tenant, existing row).
-fn field_refs(entity: &EntitySpec, data: &Map<String, Value>) -> Vec<FieldRef> {
+pub(crate) fn field_refs(entity: &EntitySpec, data: &Map<String, Value>) -> Vec<FieldRef> {
     let mut out = Vec::new();
     for (k, f) in &entity.fields {
         let Some(text) = data.get(k).and_then(Value::as_str) else {

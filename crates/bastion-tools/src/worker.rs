@@ -9,7 +9,8 @@
 //! (bastion-store `jobs`).
 //!
 //! Handlers here: `webhook.stripe` — applies a verified Stripe event from the inbox to the
-//! payment it names, forward-only by the object's own ordering (case P6).
+//! payment it names, forward-only by the object's own ordering (case P6); a
+//! `succeeded` status posts the capture journal entry once (3DS payments are captured here).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -219,7 +220,7 @@ impl Worker {
 
 /// Rank of a Stripe PaymentIntent status along its life, so two events of the same second
 /// still order (`status_version = created · 16 + rank`).
-fn stripe_rank(status: &str) -> i64 {
+pub(crate) fn stripe_rank(status: &str) -> i64 {
     match status {
         "requires_payment_method" => 1,
         "requires_confirmation" => 2,
@@ -314,6 +315,19 @@ impl JobHandler for StripeWebhook {
                         .map_err(failed)?,
                 )
             };
+            // A payment that succeeded after 3DS (or asynchronous processing) is captured
+            // here: the capture entry is posted once, whichever of the charge call and the
+            // webhooks sees the success first.
+            let mut payment = payment;
+            let captured = if status == "succeeded"
+                && matches!(applied, Some(payments::StatusUpdate::Applied))
+            {
+                crate::payments::capture_for_webhook(&mut tx, &mut payment, event_id)
+                    .await
+                    .map_err(JobFailure)?
+            } else {
+                false
+            };
             let ev = AuditEvent {
                 at: tx.now(),
                 tenant_id: tenant,
@@ -327,6 +341,7 @@ impl JobHandler for StripeWebhook {
                     "event_type": event.event_type,
                     "status": status,
                     "applied": matches!(applied, Some(payments::StatusUpdate::Applied)),
+                    "captured": captured,
                 }),
             };
             audit::append_audit(&mut tx, &ev).await.map_err(failed)?;

@@ -28,13 +28,33 @@ fn vendor_quote_loads_with_no_findings() {
         tools,
         [
             "accept_proposal",
+            "charge_deposit",
             "create_quote",
             "get_quote",
+            "issue_refund",
             "list_quotes",
             "submit_proposal"
         ]
     );
     assert_eq!(spec.policies.len(), 1);
+    assert_eq!(
+        spec.tool("charge_deposit").unwrap().kind,
+        ToolKind::PaymentCharge
+    );
+    assert_eq!(
+        spec.tool("issue_refund").unwrap().kind,
+        ToolKind::PaymentRefund
+    );
+    assert_eq!(spec.payments.velocity.len(), 3);
+    assert_eq!(
+        spec.payments.velocity[1],
+        bastion_app::VelocityRule {
+            subject: bastion_app::VelocitySubject::Card,
+            window_secs: 600,
+            max_count: 5,
+            max_amount_minor: 2_000_000,
+        }
+    );
 
     let quote = spec.entity("quote").unwrap();
     assert_eq!(quote.type_name(), "Quote");

@@ -29,8 +29,10 @@ fn vendor_quote_policies_pass_strict_validation() {
         authz.actions(),
         [
             "accept_proposal",
+            "charge_deposit",
             "create_quote",
             "get_quote",
+            "issue_refund",
             "list_quotes",
             "submit_proposal"
         ]
@@ -110,11 +112,11 @@ fn type_errors_in_conditions_are_findings_at_the_condition_line() {
 #[test]
 fn unknown_actions_and_roles_types_are_findings() {
     let f = findings_for(
-        "@id(\"refund\")\npermit (principal, action == Action::\"issue_refund\", resource);\n",
+        "@id(\"payout\")\npermit (principal, action == Action::\"pay_out\", resource);\n",
     );
     assert!(
         f.iter()
-            .any(|x| x.line == 2 && x.message.contains("refund")),
+            .any(|x| x.line == 2 && x.message.contains("pay_out")),
         "{f:?}"
     );
 }
@@ -151,14 +153,16 @@ fn allowed_actions_follow_the_roles() {
     );
     assert_eq!(
         authz.allowed_actions(&principal(&["finance"]), now),
-        ["get_quote", "list_quotes"]
+        ["charge_deposit", "get_quote", "issue_refund", "list_quotes"]
     );
     assert!(authz.allowed_actions(&principal(&[]), now).is_empty());
     // The pipeline's one-tool check agrees with the listing, and refuses unknown actions.
     assert!(authz.may_call(&principal(&["seller"]), "submit_proposal", now));
     assert!(!authz.may_call(&principal(&["buyer"]), "submit_proposal", now));
     assert!(!authz.may_call(&principal(&["finance"]), "create_quote", now));
-    assert!(!authz.may_call(&principal(&["finance"]), "issue_refund", now));
+    assert!(authz.may_call(&principal(&["finance"]), "issue_refund", now));
+    assert!(!authz.may_call(&principal(&["buyer"]), "charge_deposit", now));
+    assert!(!authz.may_call(&principal(&["finance"]), "pay_out", now));
 }
 
 /// The generated schema is a reviewed golden file (`tests/vendor-quote.cedarschema`);

@@ -212,7 +212,14 @@ async fn run_self_started(opts: &Options) -> anyhow::Result<Report> {
     } else {
         "self-started (sqlite)"
     };
-    let started = crate::demo::start(&data, "127.0.0.1:0", opts.app.as_deref(), pg).await?;
+    let started = crate::demo::start(
+        &data,
+        "127.0.0.1:0",
+        opts.app.as_deref(),
+        pg,
+        crate::demo::PaymentOptions::default(),
+    )
+    .await?;
     let target = Target {
         client: Client::new(&started.url, clone_creds(&started.creds)?)?,
         store: Some(started.store.clone()),

@@ -9,6 +9,7 @@
 )]
 
 mod killswitch;
+mod p4;
 mod postgres;
 mod psp;
 mod reconcile;

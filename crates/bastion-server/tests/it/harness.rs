@@ -104,13 +104,23 @@ pub async fn spawn_app_with(opts: ServerOptions) -> TestApp {
 /// On a given backend, whatever `BASTION_TEST_DATABASE` says (tests that open the SQLite
 /// file themselves).
 pub async fn spawn_app_on(kind: bastion_store::BackendKind, opts: ServerOptions) -> TestApp {
-    spawn_app_in(kind, opts, &app_dir()).await
+    spawn_app_full(kind, opts, None, &app_dir()).await
 }
 
 /// As [`spawn_app_on`], serving the app in `app: Path` (a test manifest).
 pub async fn spawn_app_in(
     kind: bastion_store::BackendKind,
     opts: ServerOptions,
+    app: &Path,
+) -> TestApp {
+    spawn_app_full(kind, opts, None, app).await
+}
+
+/// With a PSP for the payment tools, serving the app in `app`.
+pub async fn spawn_app_full(
+    kind: bastion_store::BackendKind,
+    opts: ServerOptions,
+    psp: Option<Arc<dyn bastion_payments::psp::Psp>>,
     app: &Path,
 ) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
@@ -150,6 +160,10 @@ pub async fn spawn_app_in(
         Arc::clone(&shared),
     )
     .unwrap();
+    let pipeline = match psp {
+        Some(p) => pipeline.with_psp(p),
+        None => pipeline,
+    };
     let state = AppState {
         identity: Arc::clone(&identity),
         pipeline: pipeline.clone(),
@@ -384,6 +398,31 @@ impl TestApp {
             assert_problem_shape(&r);
         }
         (r.status, r.json())
+    }
+
+    /// `POST /v1/tools/{tool}` with `args` and an optional raw `Idempotency-Key` value.
+    pub async fn call_with_key(
+        &self,
+        token: &str,
+        tool: &str,
+        args: &Value,
+        key: Option<&str>,
+    ) -> Resp {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/v1/tools/{tool}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(k) = key {
+            b = b.header("idempotency-key", k);
+        }
+        let r = self
+            .send(b.body(Body::from(args.to_string())).unwrap())
+            .await;
+        if !r.status.is_success() {
+            assert_problem_shape(&r);
+        }
+        r
     }
 
     /// The names `GET /v1/tools` advertises to this token.

@@ -13,6 +13,7 @@ mod identity;
 mod killswitch;
 mod listener;
 mod matrix;
+mod payments;
 mod platform;
 mod records;
 mod webhooks;
