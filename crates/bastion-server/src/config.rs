@@ -747,6 +747,7 @@ mod tests {
                 base_url: url.to_owned(),
                 api_key_file: file.to_path_buf(),
                 daily_report: false,
+                lease_secs: None,
             });
             cfg.check_safe()
         };
