@@ -214,10 +214,10 @@ fn check_new(n: &NewApproval<'_>) -> StoreResult<String> {
     if let Some(k) = n.idempotency_key
         && (k.is_empty()
             || k.len() > IDEMPOTENCY_KEY_LEN_MAX
-            || !k.bytes().all(|b| b.is_ascii_graphic()))
+            || !k.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
     {
         return Err(StoreError::Invalid {
-            reason: "idempotency key must be 1..=255 visible ascii characters",
+            reason: "idempotency key must be 1..=255 visible ascii characters or spaces",
         });
     }
     if !n.args.is_object() {

@@ -100,7 +100,9 @@ impl Obs {
             .await?
             .into_iter()
             .filter(|(r, _)| {
-                r.chain == chain && r.action.starts_with(action) && r.outcome == outcome
+                r.chain == chain
+                    && r.action.starts_with(action)
+                    && (outcome.is_empty() || r.outcome == outcome)
             })
             .collect();
         self.check(
@@ -139,7 +141,9 @@ impl Obs {
             .audit_since(&self.marks)
             .await?
             .iter()
-            .filter(|(r, _)| r.action.starts_with(action) && r.outcome == outcome)
+            .filter(|(r, _)| {
+                r.action.starts_with(action) && (outcome.is_empty() || r.outcome == outcome)
+            })
             .count();
         self.check(
             n == 0,
@@ -230,7 +234,8 @@ fn sub_of(token: &str) -> anyhow::Result<String> {
         .context("no sub")
 }
 
-fn now() -> i64 {
+/// Wall-clock Unix seconds (the tabletop is a client; the instance keeps its own clock).
+pub fn now() -> i64 {
     SystemClock.now()
 }
 

@@ -3,13 +3,12 @@
 //! vendor-quote app plus `close_quote`, a high-risk `record.update` with
 //! `approval = { role = "finance", mfa_max_age_secs = 300, ttl_secs = 3600 }`.
 
-use std::path::Path;
 
 use bastion_tools::{ApprovalStatus, CallContext};
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Resp, TestApp, app_dir, options, spawn_app_in};
+use crate::harness::{Resp, TestApp, app_dir, copy_dir, options, spawn_app_in};
 use crate::records::create_quote;
 
 const CLOSE_QUOTE: &str = r#"
@@ -41,19 +40,6 @@ const CLOSE_QUOTE_POLICY: &str = r#"
 @id("finance-close-quote")
 permit (principal in Role::"finance", action == Action::"close_quote", resource is Quote);
 "#;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
 
 /// The test app and the directory holding its manifest (kept alive with it).
 async fn app() -> (TestApp, tempfile::TempDir) {
@@ -618,5 +604,5 @@ async fn the_idempotency_key_of_the_request_is_kept_with_the_approval() {
     assert_eq!(stored.idempotency_key.as_deref(), Some("close-42"));
     assert_eq!(stored.args, json!({"id": quote}));
     // A malformed key is refused before anything is filed.
-    app.send(req("bad key")).await.assert_problem(400);
+    app.send(req(&"k".repeat(256))).await.assert_problem(400);
 }

@@ -556,3 +556,17 @@ pub fn captured_logs() -> Captured {
     })
     .clone()
 }
+
+/// Copies the app directory `from` to `to` (test manifests are variants of vendor-quote).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}

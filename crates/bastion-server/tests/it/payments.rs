@@ -14,19 +14,48 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::harness::{T0, TestApp, app_dir, options, spawn_app_full};
+use crate::harness::{T0, TestApp, app_dir, copy_dir, options, spawn_app_full};
 use crate::records::create_quote;
 
 const KEY: &str = "sk_test_bastion_server_it_0123";
 
 struct Env {
     app: TestApp,
+    _dir: tempfile::TempDir,
     psp: Arc<StripePsp>,
     finance: String,
     quote: String,
 }
 
+/// vendor-quote, with or without its four-eyes rule on `issue_refund` (the refund mechanics
+/// are tested without it; `refund_waits_for_a_second_finance_user` with it).
+fn app_variant(with_approval: bool) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("app");
+    copy_dir(&app_dir(), &root);
+    if !with_approval {
+        let manifest = std::fs::read_to_string(root.join("app.toml")).unwrap();
+        let stripped: String = manifest
+            .lines()
+            .filter(|l| !l.starts_with("approval = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(
+            stripped.len(),
+            manifest.len(),
+            "the approval rule was not found"
+        );
+        std::fs::write(root.join("app.toml"), stripped).unwrap();
+    }
+    (dir, root)
+}
+
 async fn env() -> Env {
+    env_with(false).await
+}
+
+async fn env_with(with_approval: bool) -> Env {
+    let (dir, root) = app_variant(with_approval);
     let clock: SharedClock = Arc::new(bastion_types::FixedClock::new(T0));
     let sandbox = Sandbox::new(SandboxConfig::new(KEY, clock).unwrap()).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -39,7 +68,7 @@ async fn env() -> Env {
         bastion_store::testing::backend_from_env(),
         options(false, &[]),
         Some(dynpsp),
-        &app_dir(),
+        &root,
     )
     .await;
     let buyer = app.login("acme", "buyer").await;
@@ -47,6 +76,7 @@ async fn env() -> Env {
     let finance = app.login("acme", "finance").await;
     Env {
         app,
+        _dir: dir,
         psp,
         finance,
         quote,
@@ -491,4 +521,74 @@ async fn buyer_is_forbidden_and_audited_and_other_tenants_quote_is_404() {
         .await;
     r.assert_problem(404);
     assert_eq!(psp_charges(&e.psp).await, 0);
+}
+
+#[tokio::test]
+async fn refund_waits_for_a_second_finance_user_then_runs_once() {
+    let e = env_with(true).await;
+    let r = e
+        .app
+        .call_with_key(
+            &e.finance,
+            "charge_deposit",
+            &charge(&e.quote, 10_000, "pm_card_visa"),
+            Some("c-appr"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let held = e
+        .app
+        .call_with_key(
+            &e.finance,
+            "issue_refund",
+            &refund(&e.quote, 2_500),
+            Some("r-appr"),
+        )
+        .await;
+    assert_eq!(
+        held.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&held.body)
+    );
+    let id = held.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(held.json()["status"], "pending");
+    // The requester cannot approve it; a second Finance user can, once.
+    let own = e
+        .app
+        .post_json(
+            &format!("/v1/approvals/{id}/approve"),
+            Some(&e.finance),
+            &json!({}),
+        )
+        .await;
+    own.assert_problem(403);
+    let other = e.app.login("acme", "finance2").await;
+    let ok = e
+        .app
+        .post_json(
+            &format!("/v1/approvals/{id}/approve"),
+            Some(&other),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        ok.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&ok.body)
+    );
+    let res = &ok.json()["result"];
+    assert_eq!(res["refunded_minor"], 2_500);
+    assert_eq!(res["refund"]["amount_minor"], 2_500);
+    assert_eq!(ok.json()["approval"]["status"], "executed");
+    let again = e
+        .app
+        .post_json(
+            &format!("/v1/approvals/{id}/approve"),
+            Some(&other),
+            &json!({}),
+        )
+        .await;
+    again.assert_problem(409);
 }
