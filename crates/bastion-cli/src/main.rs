@@ -44,6 +44,22 @@ enum Command {
         /// The application role the demo connects as on PostgreSQL.
         #[arg(long, default_value = "bastion_app")]
         app_role: String,
+        /// An OpenAI-compatible chat-completions API root for `/v1/agent/chat` (e.g. a local
+        /// llama.cpp or Ollama at `http://127.0.0.1:11434/v1`). Without it the demo's agent
+        /// is the offline provider, labelled as such in every reply.
+        #[arg(long)]
+        model_url: Option<String>,
+        /// The model name for --model-url.
+        #[arg(long, default_value = "default")]
+        model: String,
+        /// File holding the API key for --model-url (read from the file only; optional for
+        /// a local server). Also `BASTION_MODEL_KEY_FILE`.
+        #[arg(long, env = "BASTION_MODEL_KEY_FILE")]
+        model_key_file: Option<PathBuf>,
+        /// Where --model-url processes data (the demo tenants are `eu`). Default: `local`
+        /// for a loopback URL; required otherwise.
+        #[arg(long)]
+        model_region: Option<String>,
     },
     /// Production entry point: refuses to start on an unsafe config.
     Serve {
@@ -141,9 +157,14 @@ fn main() -> ExitCode {
                 app,
                 database_url,
                 app_role,
+                model_url,
+                model,
+                model_key_file,
+                model_region,
             } => {
                 let pg = database_url.map(|url| demo::Postgres { url, app_role });
-                demo::run(&data, &listen, app.as_deref(), pg).await
+                let agent = demo::agent_section(model_url, model, model_key_file, model_region)?;
+                demo::run(&data, &listen, app.as_deref(), pg, agent).await
             }
             Command::Serve { config } => runtime::serve(&config).await,
             Command::Check {

@@ -79,6 +79,11 @@ pub enum Code {
     /// `type` (`urn:bastion:problem:tool-disabled`) tells clients it is not an outage, and no
     /// `Retry-After` is sent because nobody knows when the switch will be released.
     ToolDisabled,
+    /// 403: the configured model provider processes data outside the tenant's region (geo
+    /// pinning); nothing was sent to it.
+    RegionMismatch,
+    /// 502: the model provider failed or answered something unusable; no reply.
+    ModelUnavailable,
 }
 
 impl Code {
@@ -150,6 +155,16 @@ impl Code {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "tool-disabled",
                 "Tool disabled",
+            ),
+            Self::RegionMismatch => (
+                StatusCode::FORBIDDEN,
+                "region-mismatch",
+                "Model provider outside the tenant's region",
+            ),
+            Self::ModelUnavailable => (
+                StatusCode::BAD_GATEWAY,
+                "model-unavailable",
+                "Model provider unavailable",
             ),
         }
     }

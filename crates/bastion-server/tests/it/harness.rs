@@ -102,6 +102,24 @@ pub async fn spawn_app_with(opts: ServerOptions) -> TestApp {
 /// On a given backend, whatever `BASTION_TEST_DATABASE` says (tests that open the SQLite
 /// file themselves).
 pub async fn spawn_app_on(kind: bastion_store::BackendKind, opts: ServerOptions) -> TestApp {
+    spawn_app_full(kind, opts, None).await
+}
+
+/// With an agent (`/v1/agent/chat`, `/mcp` limits) built on the harness clock.
+pub async fn spawn_app_with_agent(agent: bastion_server::agent::AgentSettings) -> TestApp {
+    spawn_app_full(
+        bastion_store::testing::backend_from_env(),
+        options(false, &[]),
+        Some(agent),
+    )
+    .await
+}
+
+pub async fn spawn_app_full(
+    kind: bastion_store::BackendKind,
+    opts: ServerOptions,
+    agent: Option<bastion_server::agent::AgentSettings>,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let clock = FixedClock::new(T0);
     let shared: SharedClock = Arc::new(clock.clone());
@@ -144,6 +162,12 @@ pub async fn spawn_app_on(kind: bastion_store::BackendKind, opts: ServerOptions)
         pipeline,
         store: store.clone(),
         options: Arc::new(opts),
+        agent: agent.map(|a| {
+            Arc::new(bastion_server::agent::AgentService::new(
+                a,
+                Arc::clone(&shared),
+            ))
+        }),
     };
     let router = router(state);
 

@@ -6,12 +6,14 @@
     reason = "test helpers: a failure aborts the test"
 )]
 
+mod agent;
 mod audit;
 mod harness;
 mod identity;
 mod killswitch;
 mod listener;
 mod matrix;
+mod mcp;
 mod platform;
 mod records;
 mod webhooks;
