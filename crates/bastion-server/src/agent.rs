@@ -644,11 +644,12 @@ async fn run_chat(
         }
     }
     let detail = chat_detail(&out, &provider, conversation_id.as_deref(), &request_id);
-    let outcome = if out
-        .tool_calls
-        .iter()
-        .any(|c| matches!(c.outcome, ToolOutcome::Denied { .. }))
-    {
+    let outcome = if out.tool_calls.iter().any(|c| {
+        matches!(
+            c.outcome,
+            ToolOutcome::Denied { .. } | ToolOutcome::Refused { .. }
+        )
+    }) {
         Outcome::Deny
     } else {
         Outcome::Ok

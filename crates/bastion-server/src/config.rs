@@ -804,4 +804,42 @@ mod tests {
         assert!(cfg.check_safe().is_err(), "no secret at all is refused");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_agent_section_is_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("bastion-cfg-agent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("secret.key");
+        std::fs::write(&key, "k9Qz2xLm4Rt7Vb1Nc8Hd3Jf6Gs0Pw5Ya").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let tls = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"";
+        let mut cfg = base("prod", tls, Some(&key));
+        assert_eq!(cfg.agent.provider, ProviderKind::Offline);
+        cfg.check_safe().unwrap();
+        cfg.agent.provider = ProviderKind::Openai;
+        let err = cfg.check_safe().unwrap_err();
+        assert!(err.to_string().contains("needs base_url"), "{err}");
+        cfg.agent.base_url = Some("https://api.example/v1".into());
+        cfg.agent.model = Some("m".into());
+        cfg.agent.region = Some("eu".into());
+        cfg.check_safe().unwrap();
+        let model_key = dir.join("model.key");
+        std::fs::write(&model_key, "sk-abc").unwrap();
+        std::fs::set_permissions(&model_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        cfg.agent.api_key_file = Some(model_key.clone());
+        let err = cfg.check_safe().unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&model_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        cfg.check_safe().unwrap();
+        cfg.agent.chats_per_minute_user = 0;
+        assert!(cfg.check_safe().is_err());
+        // A full [agent] table parses; unknown keys are refused.
+        let text = "profile = \"dev\"\n[server]\nlisten = \"127.0.0.1:0\"\n[app]\ndir = \"x\"\n[database]\nurl = \"sqlite://x.db\"\n[identity]\nissuer = \"https://b.example\"\naudience = \"bastion\"\nkey_dir = \"k\"\n[agent]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:8080/v1\"\nmodel = \"llama\"\nregion = \"local\"\ntenant_daily_tokens = 5000\n";
+        let c: Config = toml::from_str(text).unwrap();
+        assert_eq!(c.agent.quotas().tenant_daily_tokens, 5000);
+        assert!(toml::from_str::<Config>(&format!("{text}api_key = \"sk-x\"\n")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -254,6 +254,7 @@ async fn a1_an_obedient_model_cannot_call_a_tool_the_buyer_lacks_and_the_attempt
     let d = &audits[0]["detail"];
     assert_eq!(d["tool_calls"][0]["name"], "submit_proposal");
     assert_eq!(d["tool_calls"][0]["outcome"], "refused");
+    assert_eq!(audits[0]["outcome"], "deny");
     let prompt = d["prompt"][0].as_str().unwrap();
     assert!(prompt.contains("Ignore previous instructions") && prompt.contains("<EMAIL_1>"));
     assert!(!audits[0].to_string().contains(EMAIL));
@@ -497,4 +498,84 @@ async fn chat_needs_a_token_a_valid_body_and_a_configured_agent() {
     let plain = spawn_app().await;
     let t = plain.login("acme", "buyer").await;
     chat(&plain, &t, "hi").await.assert_problem(404);
+}
+
+#[tokio::test]
+async fn a_spike_in_a_tenants_chats_raises_one_alert_record_per_minute() {
+    let quotas = AgentQuotas {
+        spike_min_per_minute: 3,
+        spike_factor: 2,
+        ..AgentQuotas::default()
+    };
+    let mut s = settings(Arc::new(Offline), quotas);
+    s.offline = true;
+    let app = spawn_app_with_agent(s).await;
+    let buyer = app.login("acme", "buyer").await;
+    for _ in 0..6 {
+        assert_eq!(chat(&app, &buyer, "hello").await.status, StatusCode::OK);
+    }
+    let spikes: Vec<Value> = app
+        .audit_chain("acme")
+        .await
+        .records
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
+        .filter(|v| v["action"] == "agent.spike")
+        .collect();
+    assert_eq!(spikes.len(), 1);
+    assert_eq!(spikes[0]["detail"]["per_minute"], 4);
+    // Nothing for the quiet tenant.
+    assert!(
+        !app.audit_chain("globex")
+            .await
+            .records
+            .iter()
+            .any(|r| r.body.contains("agent.spike"))
+    );
+}
+
+#[tokio::test]
+async fn agent_and_mcp_tool_calls_are_rate_limited_per_user() {
+    let quotas = AgentQuotas {
+        tool_calls_per_minute_user: 2,
+        ..AgentQuotas::default()
+    };
+    let mut s = settings(Arc::new(Offline), quotas);
+    s.offline = true;
+    let app = spawn_app_with_agent(s).await;
+    let buyer = app.login("acme", "buyer").await;
+    let mcp_list = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": "list_quotes", "arguments": {}}})
+    };
+    assert_eq!(
+        app.post_json("/mcp", Some(&buyer), &mcp_list(1))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // The agent's call is the user's second.
+    let r = chat(&app, &buyer, "list quotes").await;
+    assert_eq!(r.json()["tool_calls"][0]["outcome"], "executed");
+    let r = app.post_json("/mcp", Some(&buyer), &mcp_list(2)).await;
+    r.assert_problem(429);
+    assert!(r.header("retry-after").is_some());
+    let r = chat(&app, &buyer, "list quotes").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    assert_eq!(v["tool_calls"][0]["outcome"], "failed");
+    assert!(
+        v["tool_calls"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rate limited")
+    );
+    // Another user of the same tenant still may.
+    let other = app.login("acme", "buyer2").await;
+    assert_eq!(
+        app.post_json("/mcp", Some(&other), &mcp_list(3))
+            .await
+            .status,
+        StatusCode::OK
+    );
 }
