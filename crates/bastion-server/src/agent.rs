@@ -116,6 +116,36 @@ impl AgentService {
         self.provider.name()
     }
 
+    /// The provider.
+    #[must_use]
+    pub fn provider(&self) -> &Arc<dyn ModelProvider> {
+        &self.provider
+    }
+
+    /// Whether the provider is the offline stand-in.
+    #[must_use]
+    pub fn is_offline(&self) -> bool {
+        self.offline
+    }
+
+    /// The server clock.
+    #[must_use]
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// The manifest's region (fallback for tenants without one).
+    #[must_use]
+    pub fn default_region(&self) -> &str {
+        &self.default_region
+    }
+
+    /// Hosts whose links survive in model output.
+    #[must_use]
+    pub fn url_allowlist(&self) -> &UrlAllowlist {
+        &self.url_allowlist
+    }
+
     /// Whether a rate-limit refusal of `tenant` in this minute still needs its audit record.
     fn first_refusal_this_minute(&self, tenant: TenantId) -> bool {
         let minute = self.clock.now().div_euclid(60);
@@ -445,7 +475,11 @@ fn chat_detail(
 }
 
 /// The tenant's region: the tenant's own setting, else the manifest's `[app] region`.
-async fn tenant_region(store: &Store, tenant: TenantId, default: &str) -> Result<String, Problem> {
+pub(crate) async fn tenant_region(
+    store: &Store,
+    tenant: TenantId,
+    default: &str,
+) -> Result<String, Problem> {
     let mut sys = store
         .system()
         .await
@@ -457,6 +491,127 @@ async fn tenant_region(store: &Store, tenant: TenantId, default: &str) -> Result
         Ok(_) => Ok(default.to_owned()),
         Err(_) => Err(Problem::of(Code::Unavailable)),
     }
+}
+
+/// Audits a refusal of an AI request (`action`, outcome `deny`, `detail.reason`).
+pub(crate) async fn refuse(
+    s: &AppState,
+    svc: &AgentService,
+    p: &Principal,
+    request_id: &str,
+    action: &str,
+    reason: &str,
+    extra: Value,
+) {
+    let mut detail = json!({"channel": "agent", "request_id": request_id, "reason": reason});
+    if let (Value::Object(d), Value::Object(e)) = (&mut detail, extra) {
+        d.extend(e);
+    }
+    let _ = audit(&s.store, &svc.clock, p, action, Outcome::Deny, detail).await;
+}
+
+/// Admits one model request of `p` (`action` names it in refusal records): the chat rate
+/// limits (user, then tenant; in memory, before any I/O), the spike alert, then the tenant's
+/// daily token budget (shared through the store). Returns `(tokens used today, budget)`.
+pub(crate) async fn admit(
+    s: &AppState,
+    svc: &AgentService,
+    p: &Principal,
+    request_id: &str,
+    action: &str,
+) -> Result<(u64, u64), Problem> {
+    // 1. Rate limits (in memory, before any I/O).
+    if let Err(r) = svc.governor.check_chat(p.tenant_id, p.user_id) {
+        tracing::info!(tenant = %p.tenant_id, "agent chat rate-limited");
+        if svc.first_refusal_this_minute(p.tenant_id) {
+            refuse(
+                s,
+                svc,
+                p,
+                request_id,
+                action,
+                "rate limited",
+                json!({"retry_after_secs": r.0}),
+            )
+            .await;
+        }
+        return Err(rate_limited(r, "chat requests"));
+    }
+    if let Some(spike) = svc.governor.note_chat(p.tenant_id) {
+        tracing::warn!(target: "bastion::alert", tenant = %p.tenant_id, per_minute = spike.per_minute,
+            trailing_average = spike.trailing_average, "agent chat traffic spike");
+        let _ = audit(
+            &s.store,
+            &svc.clock,
+            p,
+            "agent.spike",
+            Outcome::Ok,
+            json!({"per_minute": spike.per_minute, "trailing_average": spike.trailing_average}),
+        )
+        .await;
+    }
+
+    // 2. The tenant's daily token budget (shared by instances through the store).
+    let now = svc.clock.now();
+    let budget = svc.governor.quotas().tenant_daily_tokens;
+    let used = {
+        let mut sys = s
+            .store
+            .system()
+            .await
+            .map_err(|_| Problem::of(Code::Unavailable))?;
+        let used = bastion_store::throttle::throttle_count(
+            &mut sys,
+            &token_key(p.tenant_id, now),
+            crate::limits::DAY_SECS,
+        )
+        .await;
+        let _ = sys.rollback().await;
+        u64::try_from(used.map_err(|_| Problem::of(Code::Unavailable))?).unwrap_or(0)
+    };
+    if used >= budget {
+        refuse(
+            s,
+            svc,
+            p,
+            request_id,
+            action,
+            "daily token budget spent",
+            json!({"used": used, "budget": budget}),
+        )
+        .await;
+        let mut p = Problem::new(
+            Code::TooManyRequests,
+            "the tenant's daily model-token budget is spent".to_owned(),
+        );
+        p.retry_after_secs = Some(secs_to_next_day(now));
+        return Err(p);
+    }
+
+    Ok((used, budget))
+}
+
+/// Adds `usage` to the tenant's token count of the UTC day of `now` (an alert if it fails).
+pub(crate) async fn count_tokens(
+    s: &AppState,
+    p: &Principal,
+    now: i64,
+    usage: bastion_agent::Usage,
+) {
+    let spent = i64::try_from(usage.total()).unwrap_or(i64::MAX);
+    if let Ok(mut sys) = s.store.system().await {
+        let r = bastion_store::throttle::throttle_add(
+            &mut sys,
+            &token_key(p.tenant_id, now),
+            crate::limits::DAY_SECS,
+            spent.min(bastion_store::throttle::ADD_AMOUNT_MAX),
+        )
+        .await;
+        if r.is_ok() && sys.commit().await.is_ok() {
+            return;
+        }
+    }
+    tracing::error!(target: "bastion::alert", tenant = %p.tenant_id, "cannot record model-token usage");
 }
 
 /// `POST /v1/agent/chat`: `{messages: [{role: "user"|"assistant", content}],
@@ -501,67 +656,11 @@ async fn run_chat(
         }
         other => other,
     };
-    let refuse_audit = async |reason: &str, extra: Value| {
-        let mut detail = json!({"channel": "agent", "request_id": request_id, "reason": reason});
-        if let (Value::Object(d), Value::Object(e)) = (&mut detail, extra) {
-            d.extend(e);
-        }
-        let _ = audit(&s.store, &svc.clock, p, "agent.chat", Outcome::Deny, detail).await;
-    };
-
-    // 1. Rate limits (in memory, before any I/O).
-    if let Err(r) = svc.governor.check_chat(p.tenant_id, p.user_id) {
-        tracing::info!(tenant = %p.tenant_id, "agent chat rate-limited");
-        if svc.first_refusal_this_minute(p.tenant_id) {
-            refuse_audit("rate limited", json!({"retry_after_secs": r.0})).await;
-        }
-        return Err(rate_limited(r, "chat requests"));
-    }
-    if let Some(spike) = svc.governor.note_chat(p.tenant_id) {
-        tracing::warn!(target: "bastion::alert", tenant = %p.tenant_id, per_minute = spike.per_minute,
-            trailing_average = spike.trailing_average, "agent chat traffic spike");
-        let _ = audit(
-            &s.store,
-            &svc.clock,
-            p,
-            "agent.spike",
-            Outcome::Ok,
-            json!({"per_minute": spike.per_minute, "trailing_average": spike.trailing_average}),
-        )
-        .await;
-    }
-
-    // 2. The tenant's daily token budget (shared by instances through the store).
+    let (used, budget) = admit(s, svc, p, &request_id, "agent.chat").await?;
     let now = svc.clock.now();
-    let budget = svc.governor.quotas().tenant_daily_tokens;
-    let used = {
-        let mut sys = s
-            .store
-            .system()
-            .await
-            .map_err(|_| Problem::of(Code::Unavailable))?;
-        let used = bastion_store::throttle::throttle_count(
-            &mut sys,
-            &token_key(p.tenant_id, now),
-            crate::limits::DAY_SECS,
-        )
-        .await;
-        let _ = sys.rollback().await;
-        u64::try_from(used.map_err(|_| Problem::of(Code::Unavailable))?).unwrap_or(0)
+    let refuse_audit = async |reason: &str, extra: Value| {
+        refuse(s, svc, p, &request_id, "agent.chat", reason, extra).await;
     };
-    if used >= budget {
-        refuse_audit(
-            "daily token budget spent",
-            json!({"used": used, "budget": budget}),
-        )
-        .await;
-        let mut p = Problem::new(
-            Code::TooManyRequests,
-            "the tenant's daily model-token budget is spent".to_owned(),
-        );
-        p.retry_after_secs = Some(secs_to_next_day(now));
-        return Err(p);
-    }
 
     // 3. The chat, as the principal.
     let region = tenant_region(&s.store, p.tenant_id, &svc.default_region).await?;
@@ -629,20 +728,7 @@ async fn run_chat(
     };
 
     // 4. Count the tokens, then audit the turn.
-    let spent = i64::try_from(out.usage.total()).unwrap_or(i64::MAX);
-    if let Ok(mut sys) = s.store.system().await {
-        let r = bastion_store::throttle::throttle_add(
-            &mut sys,
-            &token_key(p.tenant_id, now),
-            crate::limits::DAY_SECS,
-            spent.min(bastion_store::throttle::ADD_AMOUNT_MAX),
-        )
-        .await;
-        let ok = r.is_ok() && sys.commit().await.is_ok();
-        if !ok {
-            tracing::error!(target: "bastion::alert", tenant = %p.tenant_id, "cannot record model-token usage");
-        }
-    }
+    count_tokens(s, p, now, out.usage).await;
     let detail = chat_detail(&out, &provider, conversation_id.as_deref(), &request_id);
     let outcome = if out.tool_calls.iter().any(|c| {
         matches!(

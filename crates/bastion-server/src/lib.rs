@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod config;
+mod draft;
 pub mod http_layers;
 pub mod limits;
 pub mod listen;

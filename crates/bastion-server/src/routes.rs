@@ -76,6 +76,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks/{provider}", post(crate::webhooks::receive))
         .route("/v1/agent/chat", post(crate::agent::chat))
         .route(
+            "/v1/agent/draft_proposal",
+            post(crate::draft::draft_proposal),
+        )
+        .route(
             "/mcp",
             post(crate::mcp::post)
                 .get(crate::mcp::get)
@@ -431,7 +435,7 @@ async fn call_tool(
     }
 }
 
-fn tool_problem(e: ToolError) -> Problem {
+pub(crate) fn tool_problem(e: ToolError) -> Problem {
     let detail = e.to_string();
     match e {
         ToolError::UnknownTool(_) | ToolError::NotFound => Problem::new(Code::NotFound, detail),

@@ -147,7 +147,12 @@ fn allowed_actions_follow_the_roles() {
     );
     assert_eq!(
         authz.allowed_actions(&principal(&["seller"]), now),
-        ["get_quote", "list_quotes", "submit_proposal"]
+        [
+            "draft_proposal",
+            "get_quote",
+            "list_quotes",
+            "submit_proposal"
+        ]
     );
     assert_eq!(
         authz.allowed_actions(&principal(&["finance"]), now),

@@ -579,3 +579,157 @@ async fn agent_and_mcp_tool_calls_are_rate_limited_per_user() {
         StatusCode::OK
     );
 }
+
+/// A quote of acme's buyer assigned to acme's seller, with a contact e-mail (pii) and a note
+/// holding an e-mail address (not a pii field: masked by the detector).
+async fn quote_for_draft(app: &TestApp) -> (String, String) {
+    let buyer = app.login("acme", "buyer").await;
+    let seller = app.user("acme", "seller").id.to_string();
+    let (st, q) = app
+        .call(
+            &buyer,
+            "create_quote",
+            &json!({"title": "Forty office chairs", "seller": seller,
+                    "line_items": [{"description": "chair", "quantity": 40, "unit_price_minor": 12_000}],
+                    "amount_minor": 480_000, "currency": "EUR",
+                    "contact_email": "buyer.contact@acme.example",
+                    "note": "Questions to facilities@acme.example please."}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    (q["result"]["id"].as_str().unwrap().to_owned(), buyer)
+}
+
+#[tokio::test]
+async fn draft_proposal_stores_a_validated_draft_from_the_masked_quote() {
+    let (base, seen) = model_server(Arc::new(|_, body: &str| {
+        let email = placeholder(body, "EMAIL");
+        text(
+            &json!({"body": format!("We offer 40 chairs; questions to {email}."),
+                    "price_minor": 450_000, "currency": "EUR"})
+            .to_string(),
+        )
+    }))
+    .await;
+    let app =
+        spawn_app_with_agent(settings(http_provider(&base, "eu"), AgentQuotas::default())).await;
+    let (quote_id, buyer) = quote_for_draft(&app).await;
+    let seller = app.login("acme", "seller").await;
+    let r = app
+        .post_json(
+            "/v1/agent/draft_proposal",
+            Some(&seller),
+            &json!({"quote_id": quote_id}),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let v = r.json();
+    let proposal = &v["proposal"];
+    assert_eq!(proposal["status"], "draft");
+    assert_eq!(proposal["price_minor"], 450_000);
+    assert_eq!(proposal["quote_id"], quote_id.as_str());
+    assert_eq!(
+        proposal["body"],
+        "We offer 40 chairs; questions to facilities@acme.example."
+    );
+    // The model saw the quote masked: the pii field withheld, the note's address a placeholder.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].contains("Forty office chairs"));
+    assert!(!seen[0].contains("buyer.contact@acme.example"));
+    assert!(!seen[0].contains("facilities@acme.example"));
+    assert!(seen[0].contains("<<untrusted id=1>>"));
+    // The quote is unchanged (a draft does not propose), and the buyer cannot accept a draft.
+    let (_, q) = app
+        .call(&buyer, "get_quote", &json!({"id": quote_id}))
+        .await;
+    assert_eq!(q["result"]["status"], "open");
+    let (st, _) = app
+        .call(
+            &buyer,
+            "accept_proposal",
+            &json!({"id": proposal["id"]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // Audited: the pipeline's tool records and the draft's own record, nothing raw.
+    let chain = app.audit_chain("acme").await;
+    let bodies: Vec<Value> = chain
+        .records
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
+        .collect();
+    let rec = bodies
+        .iter()
+        .find(|b| b["action"] == "agent.draft_proposal")
+        .unwrap();
+    assert_eq!(rec["outcome"], "ok");
+    assert!(!rec.to_string().contains("facilities@acme.example"));
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b["action"] == "tool.draft_proposal" && b["detail"]["channel"] == "agent")
+    );
+}
+
+#[tokio::test]
+async fn draft_proposal_refuses_bad_answers_other_quotes_and_non_sellers() {
+    let (base, seen) = model_server(Arc::new(|n, _: &str| match n {
+        // The model tries to redirect the draft to another quote.
+        1 => text(
+            r#"{"body": "x", "price_minor": 1, "currency": "EUR", "quote_id": "0190a0a0-0000-7000-8000-000000000001"}"#,
+        ),
+        2 => text("Sure! Here is a lovely proposal."),
+        // Passes the shape, fails the schema (lower-case currency).
+        _ => text(r#"{"body": "x", "price_minor": 1, "currency": "eur"}"#),
+    }))
+    .await;
+    let app =
+        spawn_app_with_agent(settings(http_provider(&base, "eu"), AgentQuotas::default())).await;
+    let (quote_id, buyer) = quote_for_draft(&app).await;
+    let seller = app.login("acme", "seller").await;
+    let before = app.snapshot("acme").await;
+    for _ in 0..3 {
+        let r = app
+            .post_json(
+                "/v1/agent/draft_proposal",
+                Some(&seller),
+                &json!({"quote_id": quote_id}),
+            )
+            .await;
+        r.assert_problem(502);
+        assert_eq!(r.json()["type"], "urn:bastion:problem:model-unavailable");
+    }
+    assert_eq!(app.snapshot("acme").await, before, "nothing stored");
+    // Another seller's quote: not found, and the model is not asked.
+    let seller2 = app.login("acme", "seller2").await;
+    app.post_json(
+        "/v1/agent/draft_proposal",
+        Some(&seller2),
+        &json!({"quote_id": quote_id}),
+    )
+    .await
+    .assert_problem(404);
+    // The buyer may not draft at all.
+    app.post_json(
+        "/v1/agent/draft_proposal",
+        Some(&buyer),
+        &json!({"quote_id": quote_id}),
+    )
+    .await
+    .assert_problem(403);
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    let refusals = app
+        .audit_chain("acme")
+        .await
+        .records
+        .iter()
+        .filter(|r| r.body.contains("agent.draft_proposal") && r.body.contains("\"deny\""))
+        .count();
+    assert_eq!(refusals, 3);
+}
