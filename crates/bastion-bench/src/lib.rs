@@ -18,12 +18,15 @@
 //! A second target, `cargo bench -p bastion-bench --bench ledger` ([`ledger`]), measures
 //! durable journal entries per second on SQLite and PostgreSQL side by side.
 //!
+//! `--bench agent` ([`agent`]) measures a masked agent tool call against the same REST call.
+//!
 //! It prints a Markdown table on stdout (progress goes to stderr). Time is measured with
 //! `std::time::Instant` in one function, [`stats::now`]; nothing else in Bastion reads it.
 //!
 //! The benchmark target only runs when given `--bench` (as `cargo bench` does), so
 //! `cargo test --all-targets` builds it and returns at once.
 
+pub mod agent;
 pub mod cedar;
 pub mod ledger;
 pub mod list;

@@ -29,6 +29,7 @@ fn vendor_quote_loads_with_no_findings() {
         [
             "accept_proposal",
             "create_quote",
+            "draft_proposal",
             "get_quote",
             "list_quotes",
             "submit_proposal"

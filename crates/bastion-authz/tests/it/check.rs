@@ -30,6 +30,7 @@ fn vendor_quote_policies_pass_strict_validation() {
         [
             "accept_proposal",
             "create_quote",
+            "draft_proposal",
             "get_quote",
             "list_quotes",
             "submit_proposal"

@@ -650,11 +650,7 @@ async fn draft_proposal_stores_a_validated_draft_from_the_masked_quote() {
         .await;
     assert_eq!(q["result"]["status"], "open");
     let (st, _) = app
-        .call(
-            &buyer,
-            "accept_proposal",
-            &json!({"id": proposal["id"]}),
-        )
+        .call(&buyer, "accept_proposal", &json!({"id": proposal["id"]}))
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     // Audited: the pipeline's tool records and the draft's own record, nothing raw.
