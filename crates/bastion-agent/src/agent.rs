@@ -108,6 +108,13 @@ pub enum ExecError {
         /// Why.
         reason: String,
     },
+    /// The call was not run: the executor filed it for a human approval (a tool the app
+    /// always holds, e.g. a refund under a four-eyes rule).
+    #[error("held for approval {id}")]
+    PendingApproval {
+        /// The approval's id.
+        id: String,
+    },
 }
 
 /// Runs tool calls for the user the conversation belongs to. The server implements it by
@@ -585,6 +592,12 @@ fn exec_error(e: ExecError, masker: &mut Masker) -> Result<(ToolOutcome, String)
             let reason = masker.mask_text(&truncate_chars(&reason, SUMMARY_CHARS_MAX))?;
             let msg = format!("error: {reason}");
             (ToolOutcome::Failed { reason }, msg)
+        }
+        ExecError::PendingApproval { id } => {
+            let id = truncate_chars(&id, 128);
+            let msg =
+                format!("held for a human approval (approval id {id}); it has not been executed");
+            (ToolOutcome::PendingApproval { id }, msg)
         }
     })
 }

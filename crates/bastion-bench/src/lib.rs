@@ -20,6 +20,7 @@
 //!
 //! `--bench charges` ([`charges`]): 100 concurrent identical charge requests through the
 //! pipeline and the psp-sandbox — one PSP call, the latency of the 99 replays.
+//! `--bench agent` ([`agent`]) measures a masked agent tool call against the same REST call.
 //!
 //! It prints a Markdown table on stdout (progress goes to stderr). Time is measured with
 //! `std::time::Instant` in one function, [`stats::now`]; nothing else in Bastion reads it.
@@ -27,6 +28,7 @@
 //! The benchmark target only runs when given `--bench` (as `cargo bench` does), so
 //! `cargo test --all-targets` builds it and returns at once.
 
+pub mod agent;
 pub mod cedar;
 pub mod charges;
 pub mod ledger;

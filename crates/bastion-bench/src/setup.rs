@@ -102,6 +102,7 @@ async fn instance(
             issuer: ISSUER.to_owned(),
             webhooks: Vec::new(),
         }),
+        agent: None,
     };
     Ok((state, authz))
 }

@@ -198,6 +198,42 @@ async fn start_psp_sandbox(
     })
 }
 
+/// The demo's `[agent]`: the offline provider, or `--model-url` (OpenAI-compatible) with
+/// `--model`, an optional key file and a region (`local` for a loopback URL by default).
+pub fn agent_section(
+    model_url: Option<String>,
+    model: String,
+    key_file: Option<PathBuf>,
+    region: Option<String>,
+) -> anyhow::Result<bastion_server::config::AgentSection> {
+    use bastion_server::config::{AgentSection, ProviderKind};
+    let Some(url) = model_url else {
+        return Ok(AgentSection::default());
+    };
+    let parsed = url::Url::parse(&url).context("--model-url is not a URL")?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    let region = match (region, loopback) {
+        (Some(r), _) => r,
+        (None, true) => bastion_agent::LOCAL_REGION.to_owned(),
+        (None, false) => anyhow::bail!(
+            "--model-region is required for a model that is not on loopback (the demo tenants are `eu`)"
+        ),
+    };
+    Ok(AgentSection {
+        provider: ProviderKind::Openai,
+        base_url: Some(url),
+        model: Some(model),
+        api_key_file: key_file,
+        region: Some(region),
+        ..AgentSection::default()
+    })
+}
+
 /// Where the demo's money tools charge.
 #[derive(Debug, Default)]
 pub struct PaymentOptions {
@@ -246,6 +282,7 @@ pub async fn start(
     app: Option<&Path>,
     pg: Option<Postgres>,
     payments: PaymentOptions,
+    agent: bastion_server::config::AgentSection,
 ) -> anyhow::Result<Started> {
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     restrict(data, 0o700)?;
@@ -298,6 +335,7 @@ pub async fn start(
         options,
         clock: Arc::clone(&clock),
         field_secret,
+        agent,
     })
     .await?;
 
@@ -347,10 +385,15 @@ pub async fn run(
     app: Option<&Path>,
     pg: Option<Postgres>,
     payments: PaymentOptions,
+    agent: bastion_server::config::AgentSection,
 ) -> anyhow::Result<ExitCode> {
-    let started = start(data, listen_addr, app, pg, payments).await?;
+    let model = match (&agent.base_url, &agent.model) {
+        (Some(u), Some(m)) => format!("{m} at {u}"),
+        _ => "offline (no model configured; pass --model-url)".to_owned(),
+    };
+    let started = start(data, listen_addr, app, pg, payments, agent).await?;
     println_out(&format!(
-        "bastion demo: serving {} at {}\n  credentials: {}\n  test-mode PSP (psp-sandbox): {}\n  stop with Ctrl-C",
+        "bastion demo: serving {} at {}\n  credentials: {}\n  test-mode PSP (psp-sandbox): {}\n  agent model: {model}\n  stop with Ctrl-C",
         started.app_dir.display(),
         started.url,
         started.creds_path.display(),

@@ -58,6 +58,22 @@ enum Command {
         /// (seconds; default 60). Lower only to test crash recovery.
         #[arg(long)]
         payment_lease_secs: Option<i64>,
+        /// An OpenAI-compatible chat-completions API root for `/v1/agent/chat` (e.g. a local
+        /// llama.cpp or Ollama at `http://127.0.0.1:11434/v1`). Without it the demo's agent
+        /// is the offline provider, labelled as such in every reply.
+        #[arg(long)]
+        model_url: Option<String>,
+        /// The model name for --model-url.
+        #[arg(long, default_value = "default")]
+        model: String,
+        /// File holding the API key for --model-url (read from the file only; optional for
+        /// a local server). Also `BASTION_MODEL_KEY_FILE`.
+        #[arg(long, env = "BASTION_MODEL_KEY_FILE")]
+        model_key_file: Option<PathBuf>,
+        /// Where --model-url processes data (the demo tenants are `eu`). Default: `local`
+        /// for a loopback URL; required otherwise.
+        #[arg(long)]
+        model_region: Option<String>,
     },
     /// Production entry point: refuses to start on an unsafe config.
     Serve {
@@ -239,6 +255,10 @@ fn main() -> ExitCode {
                 psp_url,
                 psp_api_key_file,
                 payment_lease_secs,
+                model_url,
+                model,
+                model_key_file,
+                model_region,
             } => {
                 let pg = database_url.map(|url| demo::Postgres { url, app_role });
                 let psp = demo::PaymentOptions {
@@ -246,7 +266,8 @@ fn main() -> ExitCode {
                     psp_api_key_file,
                     lease_secs: payment_lease_secs,
                 };
-                demo::run(&data, &listen, app.as_deref(), pg, psp).await
+                let agent = demo::agent_section(model_url, model, model_key_file, model_region)?;
+                demo::run(&data, &listen, app.as_deref(), pg, psp, agent).await
             }
             Command::Serve { config } => runtime::serve(&config).await,
             Command::Check {

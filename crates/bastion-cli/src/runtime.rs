@@ -157,6 +157,44 @@ pub struct BuildArgs<'a> {
     pub clock: SharedClock,
     /// The field-encryption master secret (see [`read_secret_file`]).
     pub field_secret: Vec<u8>,
+    /// `[agent]`: the model provider, limits and budgets.
+    pub agent: bastion_server::config::AgentSection,
+}
+
+/// Largest model API key file read, in bytes.
+const API_KEY_FILE_BYTES_MAX: u64 = 4096;
+
+/// The model provider of `[agent]` and whether it is the offline stand-in. The API key comes
+/// from `api_key_file` only; a local server without one gets the placeholder `no-key`.
+pub fn agent_provider(
+    a: &bastion_server::config::AgentSection,
+) -> anyhow::Result<(Arc<dyn bastion_agent::ModelProvider>, bool)> {
+    use bastion_server::config::ProviderKind;
+    match a.provider {
+        ProviderKind::Offline => Ok((Arc::new(bastion_agent::Offline), true)),
+        ProviderKind::Openai => {
+            let (Some(base), Some(model), Some(region)) = (&a.base_url, &a.model, &a.region) else {
+                bail!("agent: provider = \"openai\" needs base_url, model and region");
+            };
+            let key = match &a.api_key_file {
+                Some(f) => {
+                    let len = std::fs::metadata(f)
+                        .with_context(|| format!("cannot read {}", f.display()))?
+                        .len();
+                    if len > API_KEY_FILE_BYTES_MAX {
+                        bail!("agent.api_key_file {} is too large", f.display());
+                    }
+                    String::from_utf8(read_secret_file(f)?)
+                        .context("agent.api_key_file is not text")?
+                }
+                None => "no-key".to_owned(),
+            };
+            let key = bastion_agent::ApiKey::new(key).map_err(|e| anyhow::anyhow!("agent: {e}"))?;
+            let p = bastion_agent::OpenAiCompatible::new(base, model.clone(), key, region.clone())
+                .map_err(|e| anyhow::anyhow!("agent: {e}"))?;
+            Ok((Arc::new(p), false))
+        }
+    }
 }
 
 /// Loads and strictly validates the app (refusing to start on any finding), loads or creates
@@ -202,6 +240,21 @@ pub async fn build(a: BuildArgs<'_>) -> anyhow::Result<Services> {
         )
         .await?,
     );
+    let default_region = app.region.clone();
+    let (provider, offline) = agent_provider(&a.agent)?;
+    let url_allowlist = bastion_guard::UrlAllowlist::new(a.agent.url_allowlist.iter())
+        .map_err(|e| anyhow::anyhow!("agent.url_allowlist: {e}"))?;
+    let agent = bastion_server::agent::AgentService::new(
+        bastion_server::agent::AgentSettings {
+            provider,
+            offline,
+            limits: bastion_agent::Limits::default(),
+            url_allowlist,
+            quotas: a.agent.quotas(),
+            default_region,
+        },
+        Arc::clone(&a.clock),
+    );
     let mut pipeline =
         Pipeline::new(app, authz, a.store.clone(), a.clock).map_err(|e| anyhow::anyhow!(e))?;
     if let Some(psp) = a.psp {
@@ -211,6 +264,7 @@ pub async fn build(a: BuildArgs<'_>) -> anyhow::Result<Services> {
         pipeline = pipeline.with_payment_lease_secs(secs);
     }
     let state = AppState {
+        agent: Some(Arc::new(agent)),
         identity: Arc::clone(&identity),
         pipeline,
         store: a.store.clone(),
@@ -399,6 +453,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         options,
         clock,
         field_secret,
+        agent: cfg.agent.clone(),
     })
     .await?;
     run_server(services.state, cfg.server.listen, tls, reconcile, |a| {

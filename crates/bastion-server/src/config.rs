@@ -24,6 +24,13 @@
 //! audience = "bastion"
 //! key_dir = "/var/lib/bastion/keys"
 //! secret_key_file = "/etc/bastion/secret.key"   # ≥ 32 random bytes
+//! [agent]                            # optional; default: the offline provider
+//! provider = "openai"                # offline | openai
+//! base_url = "https://api.openai.com/v1"
+//! model = "gpt-4o-mini"
+//! api_key_file = "/etc/bastion/model.key"       # 0600; never from a request
+//! region = "eu"                      # must match each tenant's region (geo pinning)
+//! tenant_daily_tokens = 2000000
 //! ```
 
 use std::net::SocketAddr;
@@ -62,6 +69,171 @@ pub struct Config {
     /// Payments: webhook providers (optional).
     #[serde(default)]
     pub payments: PaymentsSection,
+    /// The agent and MCP: model provider, limits, budgets (optional; default: the offline
+    /// provider).
+    #[serde(default)]
+    pub agent: AgentSection,
+}
+
+/// Which model provider `[agent]` uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// The deterministic offline stand-in, labelled in every reply.
+    #[default]
+    Offline,
+    /// An OpenAI-compatible chat-completions endpoint.
+    Openai,
+}
+
+/// `[agent]`. The API key is read from `api_key_file` only (never from a request).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// `offline` (default) or `openai`.
+    #[serde(default)]
+    pub provider: ProviderKind,
+    /// The API root, e.g. `https://api.openai.com/v1` (https, or http to loopback).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The model name.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// File holding the API key (mode 0600 outside dev). Optional for a local server.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Where the provider processes data (`eu`, `us`, …): a tenant of another region is
+    /// refused (geo pinning). Required for `openai`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Hosts whose links and images may stay in replies.
+    #[serde(default)]
+    pub url_allowlist: Vec<String>,
+    /// Model tokens per tenant per UTC day.
+    #[serde(default = "default_daily_tokens")]
+    pub tenant_daily_tokens: u64,
+    /// Chats per minute per tenant.
+    #[serde(default = "default_chats_tenant")]
+    pub chats_per_minute_tenant: u32,
+    /// Chats per minute per user.
+    #[serde(default = "default_chats_user")]
+    pub chats_per_minute_user: u32,
+    /// Agent and MCP tool calls per minute per tenant.
+    #[serde(default = "default_tools_tenant")]
+    pub tool_calls_per_minute_tenant: u32,
+    /// Agent and MCP tool calls per minute per user.
+    #[serde(default = "default_tools_user")]
+    pub tool_calls_per_minute_user: u32,
+    /// A minute with more chats than this factor × the tenant's trailing average alerts.
+    #[serde(default = "default_spike_factor")]
+    pub spike_factor: u32,
+    /// Chats per minute at or below which no spike alert is raised.
+    #[serde(default = "default_spike_min")]
+    pub spike_min_per_minute: u32,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        AgentSection {
+            provider: ProviderKind::Offline,
+            base_url: None,
+            model: None,
+            api_key_file: None,
+            region: None,
+            url_allowlist: Vec::new(),
+            tenant_daily_tokens: default_daily_tokens(),
+            chats_per_minute_tenant: default_chats_tenant(),
+            chats_per_minute_user: default_chats_user(),
+            tool_calls_per_minute_tenant: default_tools_tenant(),
+            tool_calls_per_minute_user: default_tools_user(),
+            spike_factor: default_spike_factor(),
+            spike_min_per_minute: default_spike_min(),
+        }
+    }
+}
+
+impl AgentSection {
+    /// The quotas of this section.
+    #[must_use]
+    pub fn quotas(&self) -> crate::limits::AgentQuotas {
+        crate::limits::AgentQuotas {
+            chats_per_minute_tenant: self.chats_per_minute_tenant,
+            chats_per_minute_user: self.chats_per_minute_user,
+            tool_calls_per_minute_tenant: self.tool_calls_per_minute_tenant,
+            tool_calls_per_minute_user: self.tool_calls_per_minute_user,
+            tenant_daily_tokens: self.tenant_daily_tokens,
+            spike_factor: self.spike_factor,
+            spike_min_per_minute: self.spike_min_per_minute,
+        }
+    }
+
+    /// Checks the section: `openai` needs `base_url`, `model` and `region`; every rate is at
+    /// least 1; outside dev an `api_key_file` must not be readable by group or others.
+    ///
+    /// # Errors
+    /// [`ConfigError::Unsafe`] naming the first problem.
+    pub fn check(&self, dev: bool) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Unsafe(format!("agent: {m}")));
+        if self.provider == ProviderKind::Openai
+            && (self.base_url.is_none() || self.model.is_none() || self.region.is_none())
+        {
+            return bad("provider = \"openai\" needs base_url, model and region");
+        }
+        if [
+            self.chats_per_minute_tenant,
+            self.chats_per_minute_user,
+            self.tool_calls_per_minute_tenant,
+            self.tool_calls_per_minute_user,
+            self.spike_factor,
+        ]
+        .contains(&0)
+        {
+            return bad("rates and the spike factor must be at least 1");
+        }
+        if let (false, Some(f)) = (dev, &self.api_key_file) {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(f)
+                    .map(|m| m.permissions().mode())
+                    .map_err(|_| {
+                        ConfigError::Unsafe(format!(
+                            "agent.api_key_file `{}` cannot be read",
+                            f.display()
+                        ))
+                    })?;
+                if mode & 0o077 != 0 {
+                    return Err(ConfigError::Unsafe(format!(
+                        "agent.api_key_file `{}` is readable by group or others; chmod 600 it",
+                        f.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_daily_tokens() -> u64 {
+    crate::limits::TENANT_DAILY_TOKENS_DEFAULT
+}
+fn default_chats_tenant() -> u32 {
+    crate::limits::CHATS_PER_MINUTE_TENANT_DEFAULT
+}
+fn default_chats_user() -> u32 {
+    crate::limits::CHATS_PER_MINUTE_USER_DEFAULT
+}
+fn default_tools_tenant() -> u32 {
+    crate::limits::TOOL_CALLS_PER_MINUTE_TENANT_DEFAULT
+}
+fn default_tools_user() -> u32 {
+    crate::limits::TOOL_CALLS_PER_MINUTE_USER_DEFAULT
+}
+fn default_spike_factor() -> u32 {
+    crate::limits::SPIKE_FACTOR_DEFAULT
+}
+fn default_spike_min() -> u32 {
+    crate::limits::SPIKE_MIN_PER_MINUTE_DEFAULT
 }
 
 /// `[payments]`.
@@ -368,6 +540,7 @@ impl Config {
             )));
         }
         let dev = self.profile == Profile::Dev;
+        self.agent.check(dev)?;
         check_database_url("database.url", &self.database.url, dev)?;
         if let Some(m) = &self.database.migrate_url {
             if !is_postgres_url(m) || !is_postgres_url(&self.database.url) {
@@ -775,6 +948,44 @@ mod tests {
         assert!(err.to_string().contains("chmod 600"), "{err}");
         let err = with("prod", "https://api.stripe.com", &dir.join("absent")).unwrap_err();
         assert!(err.to_string().contains("cannot be read"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_agent_section_is_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("bastion-cfg-agent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("secret.key");
+        std::fs::write(&key, "k9Qz2xLm4Rt7Vb1Nc8Hd3Jf6Gs0Pw5Ya").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let tls = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"";
+        let mut cfg = base("prod", tls, Some(&key));
+        assert_eq!(cfg.agent.provider, ProviderKind::Offline);
+        cfg.check_safe().unwrap();
+        cfg.agent.provider = ProviderKind::Openai;
+        let err = cfg.check_safe().unwrap_err();
+        assert!(err.to_string().contains("needs base_url"), "{err}");
+        cfg.agent.base_url = Some("https://api.example/v1".into());
+        cfg.agent.model = Some("m".into());
+        cfg.agent.region = Some("eu".into());
+        cfg.check_safe().unwrap();
+        let model_key = dir.join("model.key");
+        std::fs::write(&model_key, "sk-abc").unwrap();
+        std::fs::set_permissions(&model_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        cfg.agent.api_key_file = Some(model_key.clone());
+        let err = cfg.check_safe().unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&model_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        cfg.check_safe().unwrap();
+        cfg.agent.chats_per_minute_user = 0;
+        assert!(cfg.check_safe().is_err());
+        // A full [agent] table parses; unknown keys are refused.
+        let text = "profile = \"dev\"\n[server]\nlisten = \"127.0.0.1:0\"\n[app]\ndir = \"x\"\n[database]\nurl = \"sqlite://x.db\"\n[identity]\nissuer = \"https://b.example\"\naudience = \"bastion\"\nkey_dir = \"k\"\n[agent]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:8080/v1\"\nmodel = \"llama\"\nregion = \"local\"\ntenant_daily_tokens = 5000\n";
+        let c: Config = toml::from_str(text).unwrap();
+        assert_eq!(c.agent.quotas().tenant_daily_tokens, 5000);
+        assert!(toml::from_str::<Config>(&format!("{text}api_key = \"sk-x\"\n")).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -104,6 +104,11 @@ pub enum Code {
     RefundExceedsCapture,
     /// 422: the PSP refused the request (not a decline); nothing was charged or refunded.
     PaymentRejected,
+    /// 403: the configured model provider processes data outside the tenant's region (geo
+    /// pinning); nothing was sent to it.
+    RegionMismatch,
+    /// 502: the model provider failed or answered something unusable; no reply.
+    ModelUnavailable,
 }
 
 impl Code {
@@ -226,6 +231,16 @@ impl Code {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "payment-rejected",
                 "Payment provider refused the request",
+            ),
+            Self::RegionMismatch => (
+                StatusCode::FORBIDDEN,
+                "region-mismatch",
+                "Model provider outside the tenant's region",
+            ),
+            Self::ModelUnavailable => (
+                StatusCode::BAD_GATEWAY,
+                "model-unavailable",
+                "Model provider unavailable",
             ),
         }
     }

@@ -32,6 +32,9 @@ pub struct AppState {
     pub store: bastion_store::Store,
     /// HTTP options.
     pub options: Arc<ServerOptions>,
+    /// The agent (`/v1/agent/chat`, `/mcp`): provider, limits, budgets. `None`: both answer
+    /// 404.
+    pub agent: Option<Arc<crate::agent::AgentService>>,
 }
 
 /// HTTP-level options.
@@ -75,6 +78,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/approvals/{id}/approve", post(approve))
         .route("/v1/approvals/{id}/reject", post(reject))
         .route("/v1/webhooks/{provider}", post(crate::webhooks::receive))
+        .route("/v1/agent/chat", post(crate::agent::chat))
+        .route(
+            "/v1/agent/draft_proposal",
+            post(crate::draft::draft_proposal),
+        )
+        .route(
+            "/mcp",
+            post(crate::mcp::post)
+                .get(crate::mcp::get)
+                .delete(crate::mcp::get),
+        )
         .route(
             "/v1/admin/killswitch",
             get(list_killswitches).post(change_killswitch),
@@ -129,7 +143,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 }
 
 /// An authenticated principal from `Authorization: Bearer <access token>` (RFC 6750 §2.1).
-struct Authenticated(Principal);
+pub(crate) struct Authenticated(pub(crate) Principal);
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = Problem;
@@ -629,7 +643,7 @@ async fn reject(
     }
 }
 
-fn tool_problem(e: ToolError) -> Problem {
+pub(crate) fn tool_problem(e: ToolError) -> Problem {
     let detail = e.to_string();
     match e {
         ToolError::SelfApproval => Problem::new(Code::SelfApproval, detail),

@@ -80,3 +80,42 @@ pub async fn throttle_clear(tx: &mut SystemTx, key: &str) -> StoreResult<()> {
         .await?;
     Ok(())
 }
+
+/// Largest amount one [`throttle_add`] may count at once.
+pub const ADD_AMOUNT_MAX: i64 = 1 << 40;
+
+/// Counts `amount` hits on `key` at once (e.g. the model tokens a chat used) and returns the
+/// total in the current window, this amount included. Same windows as [`throttle_hit`];
+/// one upsert statement, so concurrent additions are all counted.
+///
+/// # Errors
+/// [`StoreError::Invalid`] for a bad key or window, or an amount outside
+/// `0..=`[`ADD_AMOUNT_MAX`].
+pub async fn throttle_add(
+    tx: &mut SystemTx,
+    key: &str,
+    window_secs: i64,
+    amount: i64,
+) -> StoreResult<i64> {
+    check(key, window_secs)?;
+    if !(0..=ADD_AMOUNT_MAX).contains(&amount) {
+        return Err(StoreError::Invalid {
+            reason: "throttle amount out of range",
+        });
+    }
+    let now = tx.now();
+    sql::query(
+        "INSERT INTO throttles (throttle_key, window_start, hits) VALUES ($1, $2, $4)
+         ON CONFLICT (throttle_key) DO UPDATE SET
+            hits = CASE WHEN throttles.window_start + $3 <= $2 THEN $4 ELSE throttles.hits + $4 END,
+            window_start = CASE WHEN throttles.window_start + $3 <= $2
+                                THEN $2 ELSE throttles.window_start END
+         RETURNING hits",
+    )
+    .bind(key)
+    .bind(now)
+    .bind(window_secs)
+    .bind(amount)
+    .scalar(tx.conn())
+    .await
+}

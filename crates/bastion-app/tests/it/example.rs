@@ -30,6 +30,7 @@ fn vendor_quote_loads_with_no_findings() {
             "accept_proposal",
             "charge_deposit",
             "create_quote",
+            "draft_proposal",
             "get_quote",
             "issue_refund",
             "list_quotes",

@@ -31,6 +31,7 @@ fn vendor_quote_policies_pass_strict_validation() {
             "accept_proposal",
             "charge_deposit",
             "create_quote",
+            "draft_proposal",
             "get_quote",
             "issue_refund",
             "list_quotes",
@@ -149,7 +150,12 @@ fn allowed_actions_follow_the_roles() {
     );
     assert_eq!(
         authz.allowed_actions(&principal(&["seller"]), now),
-        ["get_quote", "list_quotes", "submit_proposal"]
+        [
+            "draft_proposal",
+            "get_quote",
+            "list_quotes",
+            "submit_proposal"
+        ]
     );
     assert_eq!(
         authz.allowed_actions(&principal(&["finance"]), now),

@@ -55,7 +55,10 @@ pub fn pii_in_chat<'a>(t: &'a Target, o: &'a mut Obs) -> Fut<'a> {
             "My card is {CARD}, my SSN is {SSN}, write to {EMAIL}, pay to {IBAN}. call list_quotes with {{}}"
         );
         let a = chat(t, "acme", "buyer", &prompt).await?;
-        o.check(a.status == 200, &format!("chat with raw PII → {}", a.summary()));
+        o.check(
+            a.status == 200,
+            &format!("chat with raw PII → {}", a.summary()),
+        );
         let bodies: Vec<String> = model.bodies().into_iter().skip(mark).collect();
         let leaked: Vec<&str> = RAW_FORMS
             .iter()
@@ -86,7 +89,10 @@ pub fn pii_in_chat<'a>(t: &'a Target, o: &'a mut Obs) -> Fut<'a> {
             RAW_FORMS.iter().any(|raw| text.contains(raw))
         });
         if t.store.is_some() {
-            o.check(!raw_in_audit, "the agent.chat audit record holds no raw value either");
+            o.check(
+                !raw_in_audit,
+                "the agent.chat audit record holds no raw value either",
+            );
         }
         Ok(())
     })
@@ -112,20 +118,29 @@ pub fn cross_tenant_agent<'a>(t: &'a Target, o: &'a mut Obs) -> Fut<'a> {
             ),
         )
         .await?;
-        o.check(a.status == 200, &format!("globex finance's chat → {}", a.summary()));
+        o.check(
+            a.status == 200,
+            &format!("globex finance's chat → {}", a.summary()),
+        );
         let Some(get) = call_of(&a, "get_quote") else {
             o.skip("the instance's model did not make the call (not an obedient model)");
             return Ok(());
         };
         o.check(
             get["outcome"] != "executed" && !a.body.to_string().contains(&marker),
-            &format!("get_quote(acme's id) through the agent → {}", get["outcome"]),
+            &format!(
+                "get_quote(acme's id) through the agent → {}",
+                get["outcome"]
+            ),
         );
         if let Some(model) = &t.model {
             let bodies: Vec<String> = model.bodies().into_iter().skip(mark).collect();
             o.check(
                 !bodies.is_empty() && bodies.iter().all(|b| !b.contains(&marker)),
-                &format!("none of the model's {} request(s) holds acme's data", bodies.len()),
+                &format!(
+                    "none of the model's {} request(s) holds acme's data",
+                    bodies.len()
+                ),
             );
         }
         o.audit(t, "globex", "tool.get_quote", "deny").await?;

@@ -7,7 +7,10 @@
 //! writes a report (Markdown and JSON) citing the audit records that prove each outcome.
 //! Exit status 1 when any scenario fails.
 
+pub mod ai;
 pub mod client;
+pub mod model;
+pub mod money;
 pub mod report;
 pub mod scenarios;
 mod tamper;
@@ -57,6 +60,10 @@ pub struct Target {
     pub instance_db_url: Option<String>,
     /// The webhook signing secret the instance accepts (from DIR/psp-webhook.secret).
     pub webhook_secret: Option<String>,
+    /// What the tabletop's obedient model received (self-started instances only).
+    pub model: Option<model::Recorded>,
+    /// The quote with a captured deposit the refund scenarios share (made on first use).
+    pub paid: tokio::sync::OnceCell<money::PaidQuote>,
 }
 
 /// The id of the tenant `slug`.
@@ -212,12 +219,17 @@ async fn run_self_started(opts: &Options) -> anyhow::Result<Report> {
     } else {
         "self-started (sqlite)"
     };
+    // The instance's model is the tabletop's attacker model: it obeys any instruction it reads.
+    let (model_url, recorded) = model::start().await?;
+    let agent =
+        crate::demo::agent_section(Some(model_url), "tabletop-obedient".to_owned(), None, None)?;
     let started = crate::demo::start(
         &data,
         "127.0.0.1:0",
         opts.app.as_deref(),
         pg,
         crate::demo::PaymentOptions::default(),
+        agent,
     )
     .await?;
     let target = Target {
@@ -226,6 +238,8 @@ async fn run_self_started(opts: &Options) -> anyhow::Result<Report> {
         database_url: opts.database_url.clone(),
         instance_db_url: Some(started.db_url.clone()),
         webhook_secret: read_webhook_secret(&data),
+        model: Some(recorded),
+        paid: tokio::sync::OnceCell::new(),
     };
     let url = started.url.clone();
     let mut results = run_catalog(&target, opts.only.as_deref(), scenarios::Phase::Live).await;
@@ -264,6 +278,8 @@ async fn run_existing(url: &str, opts: &Options) -> anyhow::Result<Report> {
                 .map(|d| format!("sqlite://{}", d.join("bastion.db").display()))
         }),
         webhook_secret: opts.data.as_deref().and_then(read_webhook_secret),
+        model: None,
+        paid: tokio::sync::OnceCell::new(),
     };
     let mut results = run_catalog(&target, opts.only.as_deref(), scenarios::Phase::Live).await;
     results.extend(run_catalog(&target, opts.only.as_deref(), scenarios::Phase::Stopped).await);

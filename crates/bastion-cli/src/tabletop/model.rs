@@ -99,7 +99,9 @@ fn turn(request: &Value) -> Value {
     {
         let content = m.get("content").and_then(Value::as_str).unwrap_or_default();
         for (name, args) in Obedient::instructions(content) {
-            if calls.len() >= CALLS_PER_TURN_MAX || done.iter().any(|(n, a)| *n == name && *a == args) {
+            if calls.len() >= CALLS_PER_TURN_MAX
+                || done.iter().any(|(n, a)| *n == name && *a == args)
+            {
                 continue;
             }
             done.push((name.clone(), args.clone()));

@@ -8,6 +8,7 @@
     reason = "test helpers: a failure aborts the test"
 )]
 
+mod agent;
 mod killswitch;
 mod p4;
 mod postgres;

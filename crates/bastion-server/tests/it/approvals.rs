@@ -3,7 +3,6 @@
 //! vendor-quote app plus `close_quote`, a high-risk `record.update` with
 //! `approval = { role = "finance", mfa_max_age_secs = 300, ttl_secs = 3600 }`.
 
-
 use bastion_tools::{ApprovalStatus, CallContext};
 use http::StatusCode;
 use serde_json::{Value, json};

@@ -152,6 +152,7 @@ async fn u4_read_only_audit_store_refuses_with_503_and_writes_nothing() {
         pipeline,
         store: ro,
         options: Arc::new(options(false, &[])),
+        agent: None,
     });
     let before_rows = app.snapshot("acme").await;
     let before_chain = app.audit_chain("acme").await;

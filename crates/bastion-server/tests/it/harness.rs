@@ -104,7 +104,7 @@ pub async fn spawn_app_with(opts: ServerOptions) -> TestApp {
 /// On a given backend, whatever `BASTION_TEST_DATABASE` says (tests that open the SQLite
 /// file themselves).
 pub async fn spawn_app_on(kind: bastion_store::BackendKind, opts: ServerOptions) -> TestApp {
-    spawn_app_full(kind, opts, None, &app_dir()).await
+    spawn_app_full(kind, opts, None, None, &app_dir()).await
 }
 
 /// As [`spawn_app_on`], serving the app in `app: Path` (a test manifest).
@@ -113,14 +113,27 @@ pub async fn spawn_app_in(
     opts: ServerOptions,
     app: &Path,
 ) -> TestApp {
-    spawn_app_full(kind, opts, None, app).await
+    spawn_app_full(kind, opts, None, None, app).await
 }
 
-/// With a PSP for the payment tools, serving the app in `app`.
+/// With an agent (`/v1/agent/chat`, `/mcp` limits) built on the harness clock.
+pub async fn spawn_app_with_agent(agent: bastion_server::agent::AgentSettings) -> TestApp {
+    spawn_app_full(
+        bastion_store::testing::backend_from_env(),
+        options(false, &[]),
+        None,
+        Some(agent),
+        &app_dir(),
+    )
+    .await
+}
+
+/// With a PSP for the payment tools and/or an agent, serving the app in `app`.
 pub async fn spawn_app_full(
     kind: bastion_store::BackendKind,
     opts: ServerOptions,
     psp: Option<Arc<dyn bastion_payments::psp::Psp>>,
+    agent: Option<bastion_server::agent::AgentSettings>,
     app: &Path,
 ) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
@@ -169,6 +182,12 @@ pub async fn spawn_app_full(
         pipeline: pipeline.clone(),
         store: store.clone(),
         options: Arc::new(opts),
+        agent: agent.map(|a| {
+            Arc::new(bastion_server::agent::AgentService::new(
+                a,
+                Arc::clone(&shared),
+            ))
+        }),
     };
     let router = router(state);
 

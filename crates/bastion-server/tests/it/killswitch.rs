@@ -376,6 +376,7 @@ async fn a6_postgres_second_instance_refuses_the_next_call() {
         pipeline: pipeline2,
         store: store2.clone(),
         options: Arc::new(options(false, &[])),
+        agent: None,
     });
     let buyer = app.login("acme", "buyer").await;
     let seller = app.user("acme", "seller").id.to_string();

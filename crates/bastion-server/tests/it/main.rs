@@ -6,6 +6,7 @@
     reason = "test helpers: a failure aborts the test"
 )]
 
+mod agent;
 mod approvals;
 mod audit;
 mod harness;
@@ -13,6 +14,7 @@ mod identity;
 mod killswitch;
 mod listener;
 mod matrix;
+mod mcp;
 mod payments;
 mod platform;
 mod records;

@@ -22,7 +22,15 @@ const VENDOR_QUOTE_ADVERTISED: &[(&str, &[&str])] = &[
             "list_quotes",
         ],
     ),
-    ("seller", &["get_quote", "list_quotes", "submit_proposal"]),
+    (
+        "seller",
+        &[
+            "draft_proposal",
+            "get_quote",
+            "list_quotes",
+            "submit_proposal",
+        ],
+    ),
     (
         "finance",
         &["charge_deposit", "get_quote", "issue_refund", "list_quotes"],
@@ -54,10 +62,12 @@ impl Ctx<'_> {
             .get(&(self.tenant.to_owned(), name.to_owned()))
             .map(|u| u.id.to_string())
     }
+    /// The last record of `entity` made (create tools run in name order, so a proposal is
+    /// `submit_proposal`'s, not a `draft_proposal` draft that no buyer may accept).
     fn record(&self, entity: &str) -> Option<String> {
         self.made
             .get(entity)
-            .and_then(|v| v.first())
+            .and_then(|v| v.last())
             .map(ToString::to_string)
     }
 }

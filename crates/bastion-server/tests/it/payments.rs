@@ -68,6 +68,7 @@ async fn env_with(with_approval: bool) -> Env {
         bastion_store::testing::backend_from_env(),
         options(false, &[]),
         Some(dynpsp),
+        None,
         &root,
     )
     .await;
