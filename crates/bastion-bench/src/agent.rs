@@ -114,6 +114,7 @@ pub async fn run(n: usize) -> Result<String, BenchError> {
     let ctx = CallContext {
         request_id: "bench".to_owned(),
         channel: "rest",
+        idempotency_key: None,
     };
     let quote = fx
         .pipeline
@@ -200,6 +201,7 @@ pub async fn run(n: usize) -> Result<String, BenchError> {
             ctx: CallContext {
                 request_id: "bench".to_owned(),
                 channel: "agent",
+                idempotency_key: None,
             },
             governor: None,
         };

@@ -46,8 +46,6 @@ const AUDIT_DETAIL_BYTES_MAX: usize = 48 * 1024;
 /// The marker that replaces a `pii`, `pci` or `secret` field of a tool result before the
 /// model sees it.
 pub const WITHHELD: &str = "[withheld]";
-/// The reply of an executor asked for approval while no approval store is wired.
-
 /// Everything the agent routes need beyond the REST state. Cheap to share (`Arc`).
 pub struct AgentService {
     provider: Arc<dyn ModelProvider>,

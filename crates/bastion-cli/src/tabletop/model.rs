@@ -61,10 +61,10 @@ pub async fn start() -> anyhow::Result<(String, Recorded)> {
 
 async fn completions(State(rec): State<Recorded>, body: Bytes) -> axum::Json<Value> {
     let text = String::from_utf8_lossy(&body).into_owned();
-    if let Ok(mut v) = rec.0.lock() {
-        if v.len() < RECORDED_MAX {
-            v.push(text.clone());
-        }
+    if let Ok(mut v) = rec.0.lock()
+        && v.len() < RECORDED_MAX
+    {
+        v.push(text.clone());
     }
     let request: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     axum::Json(turn(&request))
