@@ -279,6 +279,10 @@ pub const CATALOG: &[Scenario] = &[
     },
 ];
 
+/// The signing secret the forger of `webhook-forged` uses: one it made up. An instance that
+/// accepts it (its own secret leaked or was guessed) fails the scenario; the tests show that.
+pub const FORGER_SECRET: &str = "whsec_tabletop_attacker_made_this_secret_up";
+
 /// The `sub` (user id) of an access token.
 fn sub_of(token: &str) -> anyhow::Result<String> {
     let payload = token.split('.').nth(1).context("not a JWT")?;
@@ -423,8 +427,7 @@ fn webhook_forged<'a>(t: &'a Target, o: &'a mut Obs) -> Fut<'a> {
     Box::pin(async move {
         let id = format!("evt_tabletop_forged_{}", random_suffix());
         let body = event_body(&id, &format!("pi_tabletop_{}", random_suffix()));
-        let made_up = format!("whsec_{}", random_suffix());
-        let header = stripe_header(&made_up, now(), &body)?;
+        let header = stripe_header(FORGER_SECRET, now(), &body)?;
         let a = t
             .client
             .post_raw("/v1/webhooks/stripe", &[("stripe-signature", header)], body)
