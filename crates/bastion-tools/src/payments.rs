@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use bastion_audit::Outcome;
 use bastion_ledger::Reference;
+use bastion_ledger::reconcile::PSP_OBJECT_KEY;
 use bastion_payments::psp::{
     CreatePaymentIntent, CreateRefund, IdempotencyKey, PaymentIntent, PaymentIntentStatus,
     PaymentMethodToken, Psp, PspError,
@@ -520,10 +521,12 @@ impl Call<'_, '_> {
                 .map_err(|e| failure(store_err(e), "store unavailable", None))?;
         }
 
+        // The PSP's fee on the charge, read before tx2 (no network call inside a transaction).
+        let fee = self.charge_fee(&pi).await;
         // tx2
         let mut tx = self.begin().await?;
         match self
-            .charge_finish(&mut tx, &pi, money, customer, &target, &policy_ids)
+            .charge_finish(&mut tx, &pi, money, customer, &target, &policy_ids, fee)
             .await
         {
             Ok(out) => {
@@ -693,6 +696,36 @@ impl Call<'_, '_> {
         Ok(status.to_owned())
     }
 
+    /// The fee the PSP took on `pi`'s charge, from its balance transaction (`source` = the
+    /// charge), when the charge succeeded and the PSP reports a non-zero fee. A PSP that
+    /// cannot answer now gives `None`: the capture is posted without its fee and the daily
+    /// reconciliation reports the missing fee as `fee` drift.
+    async fn charge_fee(&self, pi: &PaymentIntent) -> Option<(String, i64)> {
+        /// How far back the charge's balance transaction is looked for, seconds.
+        const FEE_LOOKBACK_SECS: i64 = 600;
+        let charge = pi.latest_charge.clone()?;
+        if pi.status != PaymentIntentStatus::Succeeded {
+            return None;
+        }
+        let now = self.p.now();
+        let range = bastion_payments::psp::TimeRange {
+            from: now - FEE_LOOKBACK_SECS,
+            to: now + 60,
+        };
+        match self.psp.list_balance_transactions(range).await {
+            Ok(txns) => txns
+                .into_iter()
+                .find(|t| t.source.as_deref() == Some(charge.as_str()))
+                .filter(|t| t.fee_minor > 0)
+                .map(|t| (charge, t.fee_minor)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the PSP fee of a charge could not be read; reconciliation will flag it");
+                None
+            }
+        }
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one call site; the tx2 inputs")]
     async fn charge_finish(
         &self,
         tx: &mut TenantTx,
@@ -701,6 +734,7 @@ impl Call<'_, '_> {
         customer: UserId,
         target: &str,
         policy_ids: &[String],
+        fee: Option<(String, i64)>,
     ) -> Result<ToolOutput, Failure> {
         let status = pi.status.as_str();
         let next_action = if pi.status == PaymentIntentStatus::RequiresAction {
@@ -733,7 +767,28 @@ impl Call<'_, '_> {
         let paid = pi.status == PaymentIntentStatus::Succeeded;
         let mut payment = payment;
         if paid {
-            capture_once(tx, &mut payment, &json!({"tool": self.a.tool})).await?;
+            // The charge (`ch_…`) is what the PSP's balance transactions name: reconciliation
+            // matches the entry by it.
+            let detail = match &pi.latest_charge {
+                Some(ch) => json!({"tool": self.a.tool, PSP_OBJECT_KEY: ch}),
+                None => json!({"tool": self.a.tool}),
+            };
+            let posted = capture_once(tx, &mut payment, &detail).await?;
+            if let (true, Some((charge, fee_minor))) = (posted, fee) {
+                let reference = Reference::parse(&payment.psp_payment_id)
+                    .map_err(|_| Failure::internal("ref"))?;
+                bastion_ledger::fee(
+                    tx,
+                    &reference,
+                    Money {
+                        minor: fee_minor,
+                        currency: money.currency,
+                    },
+                    json!({"tool": self.a.tool, PSP_OBJECT_KEY: charge}),
+                )
+                .await
+                .map_err(|e| ledger_f(&e))?;
+            }
         }
         let record_status = self
             .set_record_status(
@@ -875,7 +930,7 @@ impl Call<'_, '_> {
                     minor: amount,
                     currency: payment.amount.currency,
                 },
-                json!({"psp_refund_id": refund.id, "tool": self.a.tool}),
+                json!({"psp_refund_id": refund.id, PSP_OBJECT_KEY: refund.id, "tool": self.a.tool}),
             )
             .await
             .map_err(|e| ledger_f(&e))?;
@@ -1054,8 +1109,13 @@ pub(crate) async fn capture_for_webhook(
     tx: &mut TenantTx,
     payment: &mut Payment,
     event_id: &str,
+    latest_charge: Option<&str>,
 ) -> Result<bool, &'static str> {
-    capture_once(tx, payment, &json!({"webhook_event": event_id}))
+    let detail = match latest_charge {
+        Some(ch) => json!({"webhook_event": event_id, PSP_OBJECT_KEY: ch}),
+        None => json!({"webhook_event": event_id}),
+    };
+    capture_once(tx, payment, &detail)
         .await
         .map_err(|f| f.reason)
 }

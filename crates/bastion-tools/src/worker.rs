@@ -322,7 +322,8 @@ impl JobHandler for StripeWebhook {
             let captured = if status == "succeeded"
                 && matches!(applied, Some(payments::StatusUpdate::Applied))
             {
-                crate::payments::capture_for_webhook(&mut tx, &mut payment, event_id)
+                let charge = object["latest_charge"].as_str();
+                crate::payments::capture_for_webhook(&mut tx, &mut payment, event_id, charge)
                     .await
                     .map_err(JobFailure)?
             } else {

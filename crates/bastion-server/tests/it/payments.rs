@@ -160,10 +160,11 @@ async fn charge_happy_path_posts_one_entry_and_replays_with_the_header() {
     let pi = res["psp_payment_id"].as_str().unwrap().to_owned();
     assert!(pi.starts_with("pi_"));
 
-    // One journal entry (capture), the payment row, the quote's status.
+    // One capture entry and the PSP's fee on it, the payment row, the quote's status.
     let entries = journal(&e.app, &pi).await;
-    assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0].kind, "capture");
+    let mut kinds: Vec<&str> = entries.iter().map(|x| x.kind.as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["capture", "fee"]);
     assert_eq!(
         quote_status(&e.app, &e.finance, &e.quote).await,
         "deposit_paid"
@@ -191,7 +192,7 @@ async fn charge_happy_path_posts_one_entry_and_replays_with_the_header() {
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(again.json()["result"], res);
     assert_eq!(psp_charges(&e.psp).await, 1);
-    assert_eq!(journal(&e.app, &pi).await.len(), 1);
+    assert_eq!(journal(&e.app, &pi).await.len(), 2, "capture and fee, once");
 
     // Same key, other payload: 422, nothing charged.
     let other = e
@@ -451,7 +452,7 @@ async fn refunds_within_capture_and_over_capture_refused() {
         .map(|x| x.kind)
         .collect();
     kinds.sort();
-    assert_eq!(kinds, ["capture", "refund", "refund"]);
+    assert_eq!(kinds, ["capture", "fee", "refund", "refund"]);
 }
 
 #[tokio::test]
@@ -592,4 +593,57 @@ async fn refund_waits_for_a_second_finance_user_then_runs_once() {
         )
         .await;
     again.assert_problem(409);
+}
+
+#[tokio::test]
+async fn a_day_of_tool_charges_and_refunds_reconciles_against_the_psp() {
+    use bastion_ledger::reconcile::{self, Day, Reconciliation};
+    let e = env().await;
+    let r = e
+        .app
+        .call_with_key(
+            &e.finance,
+            "charge_deposit",
+            &charge(&e.quote, 12_345, "pm_card_visa"),
+            Some("rc-1"),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let ok = e
+        .app
+        .call_with_key(
+            &e.finance,
+            "issue_refund",
+            &refund(&e.quote, 2_345),
+            Some("rr-1"),
+        )
+        .await;
+    assert_eq!(
+        ok.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&ok.body)
+    );
+    let day = Day::of(T0);
+    let side = reconcile::fetch_psp_side(e.psp.as_ref(), Some(e.psp.as_ref()), day)
+        .await
+        .unwrap();
+    let report = reconcile::reconcile(&e.app.store, &side, Reconciliation { day, tenant: None })
+        .await
+        .unwrap();
+    assert!(
+        report.is_clean(),
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap()
+    );
+    assert!(
+        report.matched >= 2,
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap()
+    );
 }
