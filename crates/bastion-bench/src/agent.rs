@@ -219,8 +219,14 @@ pub async fn run(n: usize) -> Result<String, BenchError> {
             })
             .await
             .ctx("agent chat")?;
-        if out.tool_calls.len() != 1 {
-            return Err(BenchError("agent made no call".to_owned()));
+        if !matches!(
+            out.tool_calls.first().map(|c| &c.outcome),
+            Some(bastion_agent::ToolOutcome::Executed { .. })
+        ) {
+            return Err(BenchError(format!(
+                "agent call not executed: {:?}",
+                out.tool_calls
+            )));
         }
         inproc.push(t.elapsed());
     }

@@ -729,3 +729,41 @@ async fn draft_proposal_refuses_bad_answers_other_quotes_and_non_sellers() {
         .count();
     assert_eq!(refusals, 3);
 }
+
+#[tokio::test]
+async fn a6_a_kill_switch_denies_the_agents_call_and_the_chat_is_audited_as_a_deny() {
+    let mut s = settings(Arc::new(Offline), AgentQuotas::default());
+    s.offline = true;
+    let app = spawn_app_with_agent(s).await;
+    let buyer = app.login("acme", "buyer").await;
+    bastion_tools::killswitch::change(
+        &app.store,
+        bastion_tools::killswitch::Actor::Operator,
+        &bastion_tools::killswitch::SwitchChange {
+            engage: true,
+            tenant: Some(app.tenant_id("acme")),
+            tool: Some("list_quotes"),
+            reason: "incident drill",
+        },
+    )
+    .await
+    .unwrap();
+    let r = chat(&app, &buyer, "list quotes").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    assert_eq!(v["tool_calls"][0]["outcome"], "denied");
+    assert!(
+        v["tool_calls"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("disabled by a kill switch")
+    );
+    let audits = chat_audits(&app, "acme").await;
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0]["outcome"], "deny");
+    assert_eq!(audits[0]["detail"]["tool_calls"][0]["outcome"], "denied");
+    // Another tenant's agent is unaffected.
+    let g = app.login("globex", "buyer").await;
+    let v = chat(&app, &g, "list quotes").await.json();
+    assert_eq!(v["tool_calls"][0]["outcome"], "executed");
+}
