@@ -152,8 +152,8 @@ async fn p4_kill_between_psp_call_and_commit_then_retry_charges_once() {
     let pi = body["result"]["psp_payment_id"].as_str().unwrap();
     assert_eq!(
         ledger(&data, pi).await,
-        (15000, 1),
-        "exactly one journal entry"
+        (1, 15000),
+        "exactly one capture entry, of the whole amount"
     );
 
     // And once more: the stored response, replayed.
@@ -164,9 +164,9 @@ async fn p4_kill_between_psp_call_and_commit_then_retry_charges_once() {
     assert_eq!(charges(&psp).await, 1);
 }
 
-/// (money captured into `psp_clearing` in EUR over all tenants, journal entries about
-/// `reference`), read from the demo's SQLite file.
-async fn ledger(data: &std::path::Path, reference: &str) -> (i64, usize) {
+/// (capture entries about `reference`, the amount they captured in minor units), read from
+/// the demo's SQLite file over all tenants. (The PSP's fee on the charge is its own entry.)
+async fn ledger(data: &std::path::Path, reference: &str) -> (usize, i64) {
     let clock: SharedClock = Arc::new(SystemClock);
     let store = bastion_store::Store::open_sqlite_read_only(&data.join("bastion.db"), clock)
         .await
@@ -176,23 +176,24 @@ async fn ledger(data: &std::path::Path, reference: &str) -> (i64, usize) {
         .await
         .unwrap();
     drop(sys);
-    let (mut clearing, mut entries) = (0, 0);
+    let (mut captures, mut captured) = (0, 0);
     for t in tenants {
         let mut tx = store
             .begin(bastion_store::TenantScope::pre_auth(t.id))
             .await
             .unwrap();
         let eur = bastion_types::Currency::parse("EUR").unwrap();
-        clearing += bastion_ledger::totals(&mut tx, eur)
+        let totals = bastion_ledger::totals(&mut tx, eur).await.unwrap();
+        // Captures go into the PSP clearing account; the fee moves part of it to `fees`.
+        captured += totals.psp_clearing_minor + totals.fees_minor;
+        captures += bastion_store::ledger::entries_for_reference(&mut tx, reference)
             .await
             .unwrap()
-            .psp_clearing_minor;
-        entries += bastion_store::ledger::entries_for_reference(&mut tx, reference)
-            .await
-            .unwrap()
-            .len();
+            .iter()
+            .filter(|e| e.kind == "capture")
+            .count();
         drop(tx);
     }
     store.close().await;
-    (clearing, entries)
+    (captures, captured)
 }
