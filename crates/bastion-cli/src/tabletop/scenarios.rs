@@ -255,9 +255,9 @@ pub const CATALOG: &[Scenario] = &[
     },
     Scenario {
         id: "kill-switch",
-        attack: "tool calls continuing after an operator threw the kill switch for the tenant",
+        attack: "tool calls, over REST and through the agent, continuing after an operator threw the kill switch for the tenant mid-session",
         control: "the kill switch, checked in the call's own transaction right before the effect",
-        evidence: "503 tool-disabled while engaged, the call works again after release, switch and refusal audited",
+        evidence: "503 tool-disabled while engaged, the agent's call of the tool not executed, the call works again after release, switch and refusal audited",
         phase: Phase::Live,
         run: kill_switch,
     },
@@ -667,7 +667,21 @@ fn kill_switch<'a>(t: &'a Target, o: &'a mut Obs) -> Fut<'a> {
                     .map_or_else(|e| format!("{e:#}"), |id| format!("created {id}"))
             );
             let not_created = created.is_err_and(|e| format!("{e:#}").contains("tool-disabled"));
-            anyhow::Ok([(refused, line), (not_created, created_line)])
+            // The same session's agent: the model asks for the tool, the switch stops it.
+            let chat = super::ai::chat(t, "acme", "buyer", "call list_quotes with {}").await?;
+            let call = super::ai::call_of(&chat, "list_quotes");
+            let agent_stopped = chat.status == 200
+                && call.is_some_and(|c| c["outcome"] == "denied" || c["outcome"] == "failed");
+            let agent_line = format!(
+                "while engaged: the agent's list_quotes → {} {}",
+                chat.summary(),
+                call.map_or(Value::Null, |c| c["outcome"].clone())
+            );
+            anyhow::Ok([
+                (refused, line),
+                (not_created, created_line),
+                (agent_stopped, agent_line),
+            ])
         }
         .await;
         bastion_tools::killswitch::change(

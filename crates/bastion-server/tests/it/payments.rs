@@ -647,3 +647,95 @@ async fn a_day_of_tool_charges_and_refunds_reconciles_against_the_psp() {
         serde_json::to_string_pretty(&report).unwrap()
     );
 }
+
+/// A 3DS payment is captured by the webhook worker when `payment_intent.succeeded` arrives,
+/// once: a redelivered or second `succeeded` event posts nothing more.
+#[tokio::test]
+async fn three_ds_success_webhook_posts_the_capture_once() {
+    use bastion_store::{jobs, webhook};
+    use bastion_tools::worker::{Worker, WorkerConfig};
+    let e = env().await;
+    let r = e
+        .app
+        .call_with_key(
+            &e.finance,
+            "charge_deposit",
+            &charge(&e.quote, 700, "pm_card_threeDSecure2Required"),
+            Some("3ds-w"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let pi = r.json()["result"]["psp_payment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Two verified events as the receiver stores them (inbox + job each).
+    for (i, created) in [(1, T0 + 5), (2, T0 + 6)] {
+        let body = json!({"id": format!("evt_{i}"), "type": "payment_intent.succeeded",
+            "data": {"object": {"id": pi, "object": "payment_intent", "status": "succeeded"}}})
+        .to_string();
+        let mut sys = e.app.store.system().await.unwrap();
+        let id = format!("evt_{i}");
+        webhook::record_event(
+            &mut sys,
+            &webhook::NewEvent {
+                provider: "stripe",
+                event_id: &id,
+                event_type: "payment_intent.succeeded",
+                object_id: Some(&pi),
+                ordering_key: created,
+                body: &body,
+            },
+        )
+        .await
+        .unwrap();
+        jobs::enqueue(
+            &mut sys,
+            &jobs::NewJob {
+                kind: "webhook.stripe",
+                payload: &json!({"provider": "stripe", "event_id": id}).to_string(),
+                max_attempts: 3,
+                delay_secs: 0,
+            },
+        )
+        .await
+        .unwrap();
+        sys.commit().await.unwrap();
+    }
+    let worker =
+        Worker::new(e.app.store.clone(), WorkerConfig::named("it")).with_standard_handlers();
+    let report = worker.run_once().await.unwrap();
+    assert_eq!(report.done, 2, "{report:?}");
+    let entries = journal(&e.app, &pi).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].kind, "capture");
+    let mut tx = e
+        .app
+        .store
+        .begin(TenantScope::pre_auth(e.app.tenant_id("acme")))
+        .await
+        .unwrap();
+    let p = bastion_store::payments::by_psp_id(&mut tx, "stripe", &pi)
+        .await
+        .unwrap()
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!((p.status.as_str(), p.captured_minor), ("succeeded", 700));
+    // Bastion's refundable amount follows the capture (the sandbox itself still holds the
+    // intent in requires_action: the customer's 3DS step is simulated by the events only).
+    let mut tx = e
+        .app
+        .store
+        .begin(TenantScope::pre_auth(e.app.tenant_id("acme")))
+        .await
+        .unwrap();
+    let pos = bastion_ledger::position(
+        &mut tx,
+        &bastion_ledger::Reference::parse(&pi).unwrap(),
+        bastion_types::Currency::parse("EUR").unwrap(),
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!((pos.captured_minor, pos.refundable_minor), (700, 700));
+}
