@@ -361,7 +361,12 @@ pub async fn start(
 
     let (tx, rx) = tokio::sync::watch::channel(false);
     let store = services.state.store.clone();
-    runtime::spawn_worker(store.clone(), rx.clone(), None);
+    runtime::spawn_worker(
+        store.clone(),
+        services.state.pipeline.app_arc(),
+        rx.clone(),
+        None,
+    );
     let router = bastion_server::router(services.state);
     let server = tokio::spawn(async move {
         listen::serve(listener, router, None, ConnLimits::default(), rx).await;

@@ -344,6 +344,7 @@ pub fn webhook_endpoints(
 /// enqueued once per day).
 pub fn spawn_worker(
     store: Store,
+    app: Arc<bastion_app::AppSpec>,
     stop: tokio::sync::watch::Receiver<bool>,
     reconcile: Option<crate::payments::ReconcileJob>,
 ) {
@@ -352,7 +353,7 @@ pub fn spawn_worker(
         store.clone(),
         bastion_tools::worker::WorkerConfig::named(&name),
     )
-    .with_standard_handlers();
+    .with_app_handlers(app);
     if let Some(job) = reconcile {
         worker = worker.with_handler(crate::payments::RECONCILE_JOB, Arc::new(job));
         crate::payments::spawn_scheduler(store, clock(), stop.clone());
@@ -378,7 +379,12 @@ pub async fn run_server(
         let _ = tokio::signal::ctrl_c().await;
         let _ = tx.send(true);
     });
-    spawn_worker(state.store.clone(), rx.clone(), reconcile);
+    spawn_worker(
+        state.store.clone(),
+        state.pipeline.app_arc(),
+        rx.clone(),
+        reconcile,
+    );
     listen::serve(
         listener,
         bastion_server::router(state),

@@ -1104,6 +1104,51 @@ pub(crate) async fn capture_once(
     Ok(true)
 }
 
+/// Moves the record a payment attaches to (the entity of the app's `payment.charge` tool)
+/// to `deposit_paid` after a capture the webhook worker posted (3DS completed later), as the
+/// charge tool does for a payment that succeeds at once. No charge tool or no `status` field:
+/// nothing to do.
+///
+/// # Errors
+/// A fixed phrase when the record cannot be read or written.
+pub(crate) async fn record_paid(
+    tx: &mut TenantTx,
+    app: &bastion_app::AppSpec,
+    record_id: RecordId,
+) -> Result<(), &'static str> {
+    let Some(entity) = app
+        .tools
+        .values()
+        .find(|t| t.kind == ToolKind::PaymentCharge)
+        .and_then(|t| app.entities.get(&t.entity))
+    else {
+        return Ok(());
+    };
+    if !entity.fields.contains_key("status") {
+        return Ok(());
+    }
+    let record = load(tx, &entity.name, record_id)
+        .await
+        .map_err(|_| "payment record not found")?;
+    let mut data = record.data.as_object().cloned().unwrap_or_default();
+    data.insert(
+        "status".to_owned(),
+        Value::String(STATUS_DEPOSIT_PAID.to_owned()),
+    );
+    let refs = field_refs(entity, &data);
+    records::update_record(
+        tx,
+        &record.entity,
+        record.id,
+        record.version,
+        Value::Object(data),
+        &refs,
+    )
+    .await
+    .map_err(|_| "payment record not updated")?;
+    Ok(())
+}
+
 /// Public entry for the worker: capture once, mapping failures to a fixed phrase.
 pub(crate) async fn capture_for_webhook(
     tx: &mut TenantTx,

@@ -142,6 +142,12 @@ impl Pipeline {
         &self.inner.app
     }
 
+    /// The app this pipeline serves, shared (for the background worker).
+    #[must_use]
+    pub fn app_arc(&self) -> Arc<AppSpec> {
+        Arc::clone(&self.inner.app)
+    }
+
     /// The tools `principal` may call at all, with their schemas (sorted by name).
     #[must_use]
     pub fn tools_for(&self, principal: &Principal) -> Vec<ToolInfo> {

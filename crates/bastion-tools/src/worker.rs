@@ -122,7 +122,14 @@ impl Worker {
     /// The standard handlers (`webhook.stripe`).
     #[must_use]
     pub fn with_standard_handlers(self) -> Self {
-        self.with_handler("webhook.stripe", Arc::new(StripeWebhook))
+        self.with_handler("webhook.stripe", Arc::new(StripeWebhook::default()))
+    }
+
+    /// [`Worker::with_standard_handlers`] for an app: a payment the webhook captures also
+    /// moves its record's `status` to `deposit_paid`, as the charge tool does.
+    #[must_use]
+    pub fn with_app_handlers(self, app: Arc<bastion_app::AppSpec>) -> Self {
+        self.with_handler("webhook.stripe", Arc::new(StripeWebhook { app: Some(app) }))
     }
 
     /// Claims up to `batch` due jobs and runs each once.
@@ -237,8 +244,12 @@ pub(crate) fn stripe_rank(status: &str) -> i64 {
 /// PSP object id) → `apply_status` forward-only, audited on the payment's tenant chain.
 /// Events about objects Bastion does not know are marked processed and audited as
 /// unmatched on the system chain (they change nothing).
-#[derive(Debug, Clone, Copy)]
-pub struct StripeWebhook;
+#[derive(Debug, Default)]
+pub struct StripeWebhook {
+    /// The app, to move a captured payment's record to `deposit_paid` (none: the payment and
+    /// the ledger only).
+    pub app: Option<Arc<bastion_app::AppSpec>>,
+}
 
 impl JobHandler for StripeWebhook {
     fn handle<'a>(&'a self, store: &'a Store, job: &'a Job) -> HandlerFuture<'a> {
@@ -329,6 +340,11 @@ impl JobHandler for StripeWebhook {
             } else {
                 false
             };
+            if captured && let Some(app) = &self.app {
+                crate::payments::record_paid(&mut tx, app, payment.record_id)
+                    .await
+                    .map_err(JobFailure)?;
+            }
             let ev = AuditEvent {
                 at: tx.now(),
                 tenant_id: tenant,

@@ -702,8 +702,8 @@ async fn three_ds_success_webhook_posts_the_capture_once() {
         .unwrap();
         sys.commit().await.unwrap();
     }
-    let worker =
-        Worker::new(e.app.store.clone(), WorkerConfig::named("it")).with_standard_handlers();
+    let worker = Worker::new(e.app.store.clone(), WorkerConfig::named("it"))
+        .with_app_handlers(Arc::clone(&e.app.spec));
     let report = worker.run_once().await.unwrap();
     assert_eq!(report.done, 2, "{report:?}");
     let entries = journal(&e.app, &pi).await;
@@ -721,6 +721,11 @@ async fn three_ds_success_webhook_posts_the_capture_once() {
         .unwrap();
     tx.rollback().await.unwrap();
     assert_eq!((p.status.as_str(), p.captured_minor), ("succeeded", 700));
+    // The quote follows the payment: deposit_pending at the 3DS step, deposit_paid now.
+    assert_eq!(
+        quote_status(&e.app, &e.finance, &e.quote).await,
+        "deposit_paid"
+    );
     // Bastion's refundable amount follows the capture (the sandbox itself still holds the
     // intent in requires_action: the customer's 3DS step is simulated by the events only).
     let mut tx = e
