@@ -101,6 +101,7 @@ async fn instance(
             request_timeout_secs: bastion_server::config::REQUEST_TIMEOUT_SECS_DEFAULT,
             issuer: ISSUER.to_owned(),
             webhooks: Vec::new(),
+            trusted_proxy: false,
         }),
         agent: None,
     };

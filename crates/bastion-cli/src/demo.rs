@@ -313,6 +313,7 @@ pub async fn start(
         request_timeout_secs: bastion_server::config::REQUEST_TIMEOUT_SECS_DEFAULT,
         issuer: url.clone(),
         webhooks: vec![psp.endpoint],
+        trusted_proxy: false,
     };
     // The money tools charge through the sandbox the demo just started.
     let psp_client = match (&payments.psp_url, &payments.psp_api_key_file) {

@@ -446,6 +446,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         request_timeout_secs: cfg.server.request_timeout_secs,
         issuer: cfg.identity.issuer.trim_end_matches('/').to_owned(),
         webhooks: webhook_endpoints(&cfg.payments, &clock)?,
+        trusted_proxy: cfg.server.trusted_proxy,
     };
     let psp = cfg.payments.psp.as_ref().map(psp_client).transpose()?;
     let services = build(BuildArgs {

@@ -52,6 +52,9 @@ pub struct ServerOptions {
     pub issuer: String,
     /// Webhook providers served at `/v1/webhooks/{provider}` (none: every provider is 404).
     pub webhooks: Vec<crate::webhooks::WebhookEndpoint>,
+    /// TLS ends at one proxy you run, which appends the client's address to
+    /// `X-Forwarded-For`: login throttles key on that address instead of the proxy's.
+    pub trusted_proxy: bool,
 }
 
 /// Builds the router with every transport control applied.
@@ -123,22 +126,38 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// The caller's address: the TCP peer (proxy headers are not trusted here). Requests that
+/// The caller's address. Without a trusted proxy: the TCP peer (any `X-Forwarded-For` is the
+/// client's own claim and ignored). With `trusted_proxy` (TLS ends at one proxy you run, which
+/// must append the address it saw to `X-Forwarded-For`): the last address of the last
+/// `X-Forwarded-For` field, the one that proxy appended (RFC 7239 §5.2 explains why only the
+/// hops you trust count); a missing or unparsable header falls back to the peer. Requests that
 /// did not come over a socket (in-process tests) count as the unspecified address.
-fn client_addr(parts: &Parts) -> IpAddr {
-    parts
+fn client_addr(parts: &Parts, trusted_proxy: bool) -> IpAddr {
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    if !trusted_proxy {
+        return peer;
+    }
+    parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|last| last.trim().parse::<IpAddr>().ok())
+        .unwrap_or(peer)
 }
 
-/// Peer address extractor.
+/// Client address extractor (see [`client_addr`]).
 struct ClientAddr(IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = Problem;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
-        Ok(Self(client_addr(parts)))
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Problem> {
+        Ok(Self(client_addr(parts, s.options.trusted_proxy)))
     }
 }
 

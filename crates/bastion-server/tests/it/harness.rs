@@ -58,6 +58,7 @@ pub fn options(tls: bool, origins: &[&str]) -> ServerOptions {
         request_timeout_secs: 30,
         issuer: ISSUER.to_owned(),
         webhooks: Vec::new(),
+        trusted_proxy: false,
     }
 }
 

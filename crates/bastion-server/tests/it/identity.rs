@@ -466,3 +466,49 @@ async fn a_session_id_cannot_be_paired_with_another_user() {
         "sid of one user accepted for another"
     );
 }
+
+/// Behind a trusted proxy the login throttle keys on the address the proxy appended to
+/// `X-Forwarded-For`, so one client's failures do not lock out everyone behind the proxy;
+/// without a trusted proxy the header is the client's own claim and ignored.
+#[tokio::test]
+async fn the_address_throttle_follows_the_trusted_proxy_header_only() {
+    use axum::body::Body;
+    use http::{Method, Request, header};
+    for trusted in [true, false] {
+        let mut opts = crate::harness::options(false, &[]);
+        opts.trusted_proxy = trusted;
+        let app =
+            crate::harness::spawn_app_on(bastion_store::testing::backend_from_env(), opts).await;
+        let login = |xff: &str, user: &str, password: &str| {
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v1/auth/login")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("x-forwarded-for", xff)
+                .body(Body::from(
+                    serde_json::json!({"tenant": "acme", "username": user, "password": password})
+                        .to_string(),
+                ))
+                .unwrap()
+        };
+        // One client, spoofing a first hop, fails 60 times (users that do not exist).
+        for i in 0..60 {
+            app.send(login("10.9.9.9, 198.51.100.7", &format!("nobody{i}"), "x"))
+                .await;
+        }
+        let password = crate::harness::PASSWORD;
+        let other_client = app.send(login("198.51.100.8", "buyer", password)).await;
+        if trusted {
+            assert_eq!(
+                other_client.status,
+                http::StatusCode::OK,
+                "another client is not locked out"
+            );
+            let same = app.send(login("198.51.100.7", "buyer", password)).await;
+            assert_eq!(same.status, http::StatusCode::TOO_MANY_REQUESTS);
+        } else {
+            // Every request came from the same peer: the header changes nothing.
+            assert_eq!(other_client.status, http::StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+}
