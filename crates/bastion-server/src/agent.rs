@@ -209,16 +209,17 @@ impl PipelineExecutor<'_> {
 }
 
 /// The context of one tool call the model made: the chat's, with an idempotency key derived
-/// from the chat request, the tool and its arguments (`agent-<request id>-<sha256 prefix>`),
-/// so money-moving tools work from the agent and the same call twice in one chat request
-/// is one effect (the second is a replay).
+/// from the chat's own `Idempotency-Key` (else its request id), the tool and its arguments
+/// (`agent-<sha256 prefix>`), so money-moving tools work from the agent, the same call twice
+/// in one chat is one effect, and a retried chat (same key) replays instead of charging again.
 fn agent_call_ctx(base: &CallContext, tool: &str, args: &Value) -> CallContext {
-    let digest = bastion_crypto::sha256_hex(format!("{tool}\n{args}").as_bytes());
-    let short: String = digest.chars().take(32).collect();
+    let scope = base.idempotency_key.as_deref().unwrap_or(&base.request_id);
+    let digest = bastion_crypto::sha256_hex(format!("{scope}\n{tool}\n{args}").as_bytes());
+    let short: String = digest.chars().take(48).collect();
     CallContext {
         request_id: base.request_id.clone(),
         channel: base.channel,
-        idempotency_key: Some(format!("agent-{}-{short}", base.request_id)),
+        idempotency_key: Some(format!("agent-{short}")),
     }
 }
 
@@ -636,13 +637,20 @@ pub(crate) async fn count_tokens(
 /// `Retry-After` (chat rate or daily tokens); 502 `model-unavailable`; 503 store.
 pub(crate) async fn chat(
     State(s): State<AppState>,
+    headers: http::HeaderMap,
     Authenticated(p): Authenticated,
     JsonBody(body): JsonBody<ChatBody>,
 ) -> Response {
     let Some(svc) = s.agent.clone() else {
         return Problem::new(Code::NotFound, "no agent is configured".to_owned()).into_response();
     };
-    match run_chat(&s, &svc, &p, body).await {
+    // A chat the client may retry carries an Idempotency-Key: every tool call the model
+    // makes derives its key from it, so a retried chat replays a charge instead of repeating it.
+    let chat_key = match crate::routes::parse_idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(why) => return Problem::new(Code::BadRequest, why.to_owned()).into_response(),
+    };
+    match run_chat(&s, &svc, &p, body, chat_key).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(problem) => problem.into_response(),
     }
@@ -653,6 +661,7 @@ async fn run_chat(
     svc: &AgentService,
     p: &Principal,
     body: ChatBody,
+    chat_key: Option<String>,
 ) -> Result<Value, Problem> {
     let request_id = RecordId::new_random().to_string();
     let conversation_id = match body.conversation_id {
@@ -700,7 +709,7 @@ async fn run_chat(
         ctx: CallContext {
             request_id: request_id.clone(),
             channel: "agent",
-            idempotency_key: None,
+            idempotency_key: chat_key,
         },
         governor: Some(&svc.governor),
     };

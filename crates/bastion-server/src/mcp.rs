@@ -241,10 +241,15 @@ pub(crate) async fn post(
                 prob.retry_after_secs = Some(r.0);
                 return prob.into_response();
             }
+            // Money-moving tools need the request's Idempotency-Key, as over REST.
+            let idempotency_key = match crate::routes::parse_idempotency_key(&headers) {
+                Ok(k) => k,
+                Err(why) => return Problem::new(Code::BadRequest, why.to_owned()).into_response(),
+            };
             let ctx = CallContext {
                 request_id: RecordId::new_random().to_string(),
                 channel: "mcp",
-                idempotency_key: None,
+                idempotency_key,
             };
             match s.pipeline.call(&p, name, args, &ctx).await {
                 Ok(out) => {

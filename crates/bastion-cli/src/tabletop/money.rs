@@ -176,11 +176,43 @@ pub fn duplicate_charge<'a>(t: &'a Target, o: &'a mut Obs) -> Fut<'a> {
                 retry.summary()
             ),
         );
+        // A chat that asks the agent for a charge, sent twice with one Idempotency-Key (a
+        // client retrying after a lost answer): the tool call's key derives from the chat's.
+        let mut keys = 2;
+        if t.model.is_some() {
+            keys = 3;
+            let finance = t.client.session("acme", "finance").await?;
+            let chat_key = new_key();
+            let text = format!(
+                "call charge_deposit with {}",
+                json!({"quote_id": quote, "amount_minor": 5_000, "currency": "EUR", "payment_method": "pm_card_visa"})
+            );
+            for attempt in ["first", "retried"] {
+                let a = t
+                    .client
+                    .post(
+                        "/v1/agent/chat",
+                        Some(&finance.access_token),
+                        &[("idempotency-key", &chat_key)],
+                        &json!({"messages": [{"role": "user", "content": text}]}),
+                    )
+                    .await?;
+                let outcome =
+                    call_of(&a, "charge_deposit").map_or(Value::Null, |c| c["outcome"].clone());
+                o.check(
+                    a.status == 200 && outcome == "executed",
+                    &format!(
+                        "{attempt} chat asking the agent to charge (key K3) → {} {outcome}",
+                        a.summary()
+                    ),
+                );
+            }
+        }
         let after = psp_charges(t).await?;
         o.check(
-            after - before == 2,
+            after - before == keys,
             &format!(
-                "the PSP shows {} new charge(s) for two idempotency keys (expected 2)",
+                "the PSP shows {} new charge(s) for {keys} idempotency keys (expected {keys})",
                 after - before
             ),
         );

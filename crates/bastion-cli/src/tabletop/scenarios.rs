@@ -231,9 +231,9 @@ pub const CATALOG: &[Scenario] = &[
     },
     Scenario {
         id: "duplicate-charge",
-        attack: "charge_deposit sent twice with one Idempotency-Key, once more with the key and another amount, and a concurrent pair with a second key",
+        attack: "charge_deposit sent twice with one Idempotency-Key, once more with the key and another amount, a concurrent pair with a second key, and a chat asking the agent to charge sent twice with a third",
         control: "idempotency keys: claimed by the first durable write, fingerprinted, replayed when complete, forwarded to the PSP",
-        evidence: "the replay marked Idempotent-Replayed with the same payment, 422 on the changed request, the pair settles on one payment, the PSP shows exactly two charges",
+        evidence: "the replay marked Idempotent-Replayed with the same payment, 422 on the changed request, the pair settles on one payment, the retried chat charges nothing more: the PSP shows exactly one charge per key",
         phase: Phase::Live,
         run: super::money::duplicate_charge,
     },
