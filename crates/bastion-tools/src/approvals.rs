@@ -33,8 +33,9 @@ use bastion_store::{StoreError, TenantScope, TenantTx};
 use bastion_types::{AuthMethod, Principal};
 use serde_json::{Value, json};
 
+use crate::ToolError;
 use crate::pipeline::{CallContext, Pipeline, ToolOutput};
-use crate::{ToolError, redact_fields};
+use crate::redact::redact_args;
 
 /// Lifetime of an approval requested for a tool without a manifest `approval`, seconds.
 pub const DEFAULT_TTL_SECS: i64 = 3600;
@@ -555,7 +556,7 @@ impl Pipeline {
         let Some(entity) = self.app().entity(&tool.entity) else {
             return json!("[redacted:unknown-entity]");
         };
-        let mut shown = redact_fields(entity, args);
+        let mut shown = redact_args(tool, entity, args);
         if let (Some(out), Some(orig)) = (shown.as_object_mut(), args.as_object()) {
             for k in ["id", "version", "limit", "offset"] {
                 if let Some(v) = orig.get(k)

@@ -31,4 +31,4 @@ pub use approvals::ApprovalExecution;
 pub use bastion_store::approvals::{Approval, Status as ApprovalStatus};
 pub use error::ToolError;
 pub use pipeline::{CallContext, Pipeline, ToolInfo, ToolOutput};
-pub use redact::redact_fields;
+pub use redact::{redact_args, redact_fields};

@@ -16,7 +16,6 @@ use serde_json::{Map, Value, json};
 
 use crate::ToolError;
 use crate::approvals::{self, Mode};
-use crate::redact::redact_fields;
 
 /// Largest page a list tool returns: the store's limit.
 pub use bastion_store::PAGE_SIZE_MAX;
@@ -799,8 +798,8 @@ const AUDIT_ARGS_BYTES_MAX: usize = 8 * 1024;
 
 /// Redacted arguments for the audit record, replaced by a summary (size and top-level keys)
 /// when they are too large, so that an oversized request is still recorded.
-fn audit_args(entity: &EntitySpec, args: &Value) -> Value {
-    let redacted = redact_fields(entity, args);
+fn audit_args(tool: &ToolSpec, entity: &EntitySpec, args: &Value) -> Value {
+    let redacted = crate::redact::redact_args(tool, entity, args);
     let bytes = redacted.to_string().len();
     if bytes <= AUDIT_ARGS_BYTES_MAX {
         return redacted;
@@ -848,7 +847,7 @@ pub(crate) async fn append(
     detail.insert("risk".to_owned(), json!(a.tool_spec.risk.as_str()));
     detail.insert("channel".to_owned(), json!(a.ctx.channel));
     detail.insert("request_id".to_owned(), json!(a.ctx.request_id));
-    detail.insert("args".to_owned(), audit_args(a.entity, args));
+    detail.insert("args".to_owned(), audit_args(a.tool_spec, a.entity, args));
     if let Some(id) = a.mode.approval_id() {
         detail.insert("approval_id".to_owned(), json!(id.to_string()));
     }

@@ -555,6 +555,11 @@ async fn refund_waits_for_a_second_finance_user_then_runs_once() {
     );
     let id = held.json()["id"].as_str().unwrap().to_owned();
     assert_eq!(held.json()["status"], "pending");
+    // The approver sees what is to be approved: the money tool's fixed arguments are shown.
+    let shown = &held.json()["arguments"];
+    assert_eq!(shown["quote_id"], e.quote.as_str(), "{shown}");
+    assert_eq!(shown["amount_minor"], 2_500, "{shown}");
+    assert_eq!(shown["reason"], "requested_by_customer", "{shown}");
     // The requester cannot approve it; a second Finance user can, once.
     let own = e
         .app
