@@ -512,7 +512,7 @@ impl Agent {
                         Ok(id) => {
                             let id = truncate_chars(&id, 128);
                             let msg = format!(
-                                "held for the user's approval (approval id {id}); it has not \
+                                "held for a human approval (approval id {id}); it has not \
                                  been executed"
                             );
                             (ToolOutcome::PendingApproval { id }, msg)

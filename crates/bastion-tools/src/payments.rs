@@ -340,6 +340,20 @@ impl Call<'_, '_> {
                 parent: None,
             },
         )?;
+        // A deposit is in the currency of what it pays for (before the key is claimed, so a
+        // refusal leaves nothing behind).
+        if self.a.tool_spec.kind == ToolKind::PaymentCharge {
+            let asked = self.args.get("currency").and_then(Value::as_str);
+            let own = record.data.get("currency").and_then(Value::as_str);
+            if let (Some(asked), Some(own)) = (asked, own)
+                && asked != own
+            {
+                return Err(Failure::invalid(
+                    "/currency",
+                    "must be the currency of the record paid for",
+                ));
+            }
+        }
         gate(tx, self.a).await?;
         let fp = fingerprint(self.a.tool, self.args);
         let claim = idempotency::claim(tx, self.principal(), &self.key, &fp, self.lease)

@@ -749,3 +749,32 @@ async fn three_ds_success_webhook_posts_the_capture_once() {
     tx.rollback().await.unwrap();
     assert_eq!((pos.captured_minor, pos.refundable_minor), (700, 700));
 }
+
+#[tokio::test]
+async fn a_deposit_in_another_currency_than_the_quote_is_refused_before_anything() {
+    let e = env().await;
+    let mut args = charge(&e.quote, 1_000, "pm_card_visa");
+    args["currency"] = json!("JPY");
+    let r = e
+        .app
+        .call_with_key(&e.finance, "charge_deposit", &args, Some("cur-1"))
+        .await;
+    r.assert_problem(422);
+    assert_eq!(psp_charges(&e.psp).await, 0);
+    // The key was not claimed: the corrected request goes through with it.
+    let ok = e
+        .app
+        .call_with_key(
+            &e.finance,
+            "charge_deposit",
+            &charge(&e.quote, 1_000, "pm_card_visa"),
+            Some("cur-1"),
+        )
+        .await;
+    assert_eq!(
+        ok.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&ok.body)
+    );
+}
