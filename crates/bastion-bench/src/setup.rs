@@ -102,6 +102,7 @@ async fn instance(
             issuer: ISSUER.to_owned(),
             webhooks: Vec::new(),
             trusted_proxy: false,
+            webhook_refusals: Default::default(),
         }),
         agent: None,
     };

@@ -314,6 +314,7 @@ pub async fn start(
         issuer: url.clone(),
         webhooks: vec![psp.endpoint],
         trusted_proxy: false,
+        webhook_refusals: Default::default(),
     };
     // The money tools charge through the sandbox the demo just started.
     let psp_client = match (&payments.psp_url, &payments.psp_api_key_file) {

@@ -447,6 +447,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         issuer: cfg.identity.issuer.trim_end_matches('/').to_owned(),
         webhooks: webhook_endpoints(&cfg.payments, &clock)?,
         trusted_proxy: cfg.server.trusted_proxy,
+        webhook_refusals: Default::default(),
     };
     let psp = cfg.payments.psp.as_ref().map(psp_client).transpose()?;
     let services = build(BuildArgs {

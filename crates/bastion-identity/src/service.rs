@@ -418,8 +418,12 @@ impl IdentityService {
         sys.rollback().await.map_err(store_err)?;
 
         if address_hits >= cfg.address_failures_max {
-            self.login_failed(tenant.as_ref(), None, "address_throttled", None)
-                .await?;
+            // Only the first refusal of a throttle window is audited: a flood of refused
+            // attempts must not grow the append-only audit log (nor a tenant's chain).
+            if self.first_refusal_in_window(&address_key).await? {
+                self.login_failed(tenant.as_ref(), None, "address_throttled", None)
+                    .await?;
+            }
             return Err(AuthError::Throttled {
                 retry_after_secs: cfg.window_secs.unsigned_abs(),
             });
@@ -427,13 +431,22 @@ impl IdentityService {
         if account_hits >= cfg.account_failures_max {
             // No hash is computed: the account is refused whatever the password, and the
             // same happens for names that do not exist, so this reveals nothing.
-            self.login_failed(
-                tenant.as_ref(),
-                None,
-                "account_throttled",
-                Some(&address_key),
-            )
-            .await?;
+            if self.first_refusal_in_window(&account_key).await? {
+                self.login_failed(
+                    tenant.as_ref(),
+                    None,
+                    "account_throttled",
+                    Some(&address_key),
+                )
+                .await?;
+            } else {
+                // Not audited again, but still counted against the address.
+                let mut sys = self.inner.store.system().await.map_err(store_err)?;
+                throttle::throttle_hit(&mut sys, &address_key, cfg.window_secs)
+                    .await
+                    .map_err(store_err)?;
+                sys.commit().await.map_err(store_err)?;
+            }
             return Err(AuthError::InvalidCredentials);
         }
 
@@ -562,6 +575,21 @@ impl IdentityService {
 
     /// Audits a failed login: on the tenant's chain when the tenant exists, else on the
     /// system chain. Never records the typed username or password; the reason stays internal.
+    /// Whether this is the first throttled refusal of `key` in the throttle window (counted
+    /// in the throttle table under `audited:<key>`).
+    async fn first_refusal_in_window(&self, key: &str) -> Result<bool, AuthError> {
+        let mut sys = self.inner.store.system().await.map_err(store_err)?;
+        let hits = throttle::throttle_hit(
+            &mut sys,
+            &format!("audited:{key}"),
+            self.inner.config.throttle.window_secs,
+        )
+        .await
+        .map_err(store_err)?;
+        sys.commit().await.map_err(store_err)?;
+        Ok(hits == 1)
+    }
+
     async fn login_failed(
         &self,
         tenant: Option<&Tenant>,

@@ -55,6 +55,8 @@ pub struct ServerOptions {
     /// TLS ends at one proxy you run, which appends the client's address to
     /// `X-Forwarded-For`: login throttles key on that address instead of the proxy's.
     pub trusted_proxy: bool,
+    /// How many webhook refusals are logged and audited (shared by clones of the options).
+    pub webhook_refusals: crate::webhooks::RefusalAudit,
 }
 
 /// Builds the router with every transport control applied.

@@ -19,6 +19,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use bastion_audit::{AuditEvent, Outcome};
 use bastion_payments::webhook::{VerifiedEvent, WebhookError, WebhookVerifier};
 use bastion_store::{audit, jobs, webhook};
@@ -39,6 +42,49 @@ pub struct WebhookEndpoint {
     pub provider: String,
     /// Verifier with the provider's secrets (several during rotation).
     pub verifier: WebhookVerifier,
+}
+
+/// Webhook refusals logged and audited per provider and minute; the rest are only counted.
+pub const REFUSALS_AUDITED_PER_MINUTE: u32 = 20;
+
+/// Bounds the audit records and alert lines webhook refusals write (anyone can send a forged
+/// webhook, and the audit log is append-only): per provider and clock minute, the first
+/// [`REFUSALS_AUDITED_PER_MINUTE`] are recorded, later ones counted, and the next recorded
+/// refusal carries that count (`refusals_not_recorded_before`). In memory, per instance.
+#[derive(Debug, Clone, Default)]
+pub struct RefusalAudit(Arc<Mutex<BTreeMap<String, RefusalWindow>>>);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RefusalWindow {
+    minute: i64,
+    recorded: u32,
+    not_recorded: u64,
+}
+
+impl RefusalAudit {
+    /// Counts one refusal for `provider` at `now` (Unix seconds). `Some(n)`: record it,
+    /// with `n` refusals left unrecorded since the last recorded one; `None`: do not.
+    #[must_use]
+    pub fn admit(&self, provider: &str, now: i64) -> Option<u64> {
+        let Ok(mut map) = self.0.lock() else {
+            return Some(0);
+        };
+        let w = map.entry(provider.to_owned()).or_default();
+        let minute = now.div_euclid(60);
+        if w.minute != minute {
+            w.minute = minute;
+            w.recorded = 0;
+        }
+        if w.recorded < REFUSALS_AUDITED_PER_MINUTE {
+            w.recorded += 1;
+            let n = w.not_recorded;
+            w.not_recorded = 0;
+            Some(n)
+        } else {
+            w.not_recorded = w.not_recorded.saturating_add(1);
+            None
+        }
+    }
 }
 
 fn nil_tenant() -> TenantId {
@@ -100,17 +146,26 @@ pub async fn receive(
         Ok(e) => e,
         Err(e) => {
             let reason = reason_of(&e);
-            tracing::warn!(target: "bastion::alert", provider = %endpoint.provider, reason, "webhook refused");
-            if let Err(r) = audit_system(
-                &s,
-                "webhook.refused",
-                Outcome::Deny,
-                Some(format!("webhook:{}", endpoint.provider)),
-                json!({ "provider": endpoint.provider, "reason": reason, "bytes": body.len() }),
-            )
-            .await
+            // Anyone can send refusals: only the first few per provider and minute are logged
+            // and audited; the count of the others goes into the next audited one.
+            if let Some(suppressed) = s
+                .options
+                .webhook_refusals
+                .admit(&endpoint.provider, s.store.clock().now())
             {
-                return r;
+                tracing::warn!(target: "bastion::alert", provider = %endpoint.provider, reason, suppressed, "webhook refused");
+                if let Err(r) = audit_system(
+                    &s,
+                    "webhook.refused",
+                    Outcome::Deny,
+                    Some(format!("webhook:{}", endpoint.provider)),
+                    json!({ "provider": endpoint.provider, "reason": reason, "bytes": body.len(),
+                            "refusals_not_recorded_before": suppressed }),
+                )
+                .await
+                {
+                    return r;
+                }
             }
             let code = match e {
                 WebhookError::BodyTooLarge { .. } => Code::PayloadTooLarge,

@@ -145,6 +145,18 @@ async fn one_address_is_throttled_across_usernames() {
         .await
         .unwrap_err();
     assert!(matches!(e, AuthError::Throttled { retry_after_secs } if retry_after_secs == 900));
+    // More refused attempts from the throttled address are not audited again in the window:
+    // a flood cannot grow the append-only audit log.
+    for _ in 0..20 {
+        let _ = h.svc.login("acme", "alice", PASSWORD, addr(42)).await;
+    }
+    let throttled = h
+        .audit_bodies()
+        .await
+        .iter()
+        .filter(|b| b.contains("address_throttled"))
+        .count();
+    assert_eq!(throttled, 1, "one record per throttle window");
     // Other addresses are unaffected.
     assert!(
         h.svc

@@ -59,6 +59,7 @@ pub fn options(tls: bool, origins: &[&str]) -> ServerOptions {
         issuer: ISSUER.to_owned(),
         webhooks: Vec::new(),
         trusted_proxy: false,
+        webhook_refusals: Default::default(),
     }
 }
 

@@ -360,3 +360,41 @@ async fn p8_a_failing_handler_is_retried_with_backoff_then_dead_lettered_with_an
     let r = w.run_once().await.unwrap();
     assert_eq!(r.retried, 1, "the replayed job ran again");
 }
+
+/// Anyone can send forged webhooks, and the audit log is append-only: per provider and
+/// minute only the first refusals are recorded, and the next recorded one says how many were
+/// not. Every forged delivery is still refused.
+#[tokio::test]
+async fn a_flood_of_forged_webhooks_writes_a_bounded_number_of_audit_records() {
+    let app = app().await;
+    let body = event("evt_flood", "payment_intent.succeeded", T0 - 10);
+    let forged = sign(&secret("whsec_attacker_guess"), T0, body.as_bytes());
+    let cap = bastion_server::webhooks::REFUSALS_AUDITED_PER_MINUTE as usize;
+    for _ in 0..cap + 10 {
+        deliver(&app, "stripe", Some(&forged), &body)
+            .await
+            .assert_problem(401);
+    }
+    let refusals = |app: &TestApp| {
+        let store = app.store.clone();
+        async move {
+            let mut sys = store.system().await.unwrap();
+            audit::system_read_chain(&mut sys)
+                .await
+                .unwrap()
+                .records
+                .into_iter()
+                .filter(|r| r.body.contains("\"webhook.refused\""))
+                .map(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(refusals(&app).await.len(), cap);
+    app.clock.advance(60);
+    deliver(&app, "stripe", Some(&forged), &body)
+        .await
+        .assert_problem(401);
+    let all = refusals(&app).await;
+    assert_eq!(all.len(), cap + 1);
+    assert_eq!(all[cap]["detail"]["refusals_not_recorded_before"], 10);
+}
