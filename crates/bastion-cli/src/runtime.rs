@@ -385,14 +385,12 @@ pub async fn run_server(
         rx.clone(),
         reconcile,
     );
-    listen::serve(
-        listener,
-        bastion_server::router(state),
-        tls,
-        ConnLimits::default(),
-        rx,
-    )
-    .await;
+    // Behind a trusted proxy every connection comes from the proxy: no per-address share.
+    let mut limits = ConnLimits::default();
+    if state.options.trusted_proxy {
+        limits.connections_per_address_max = limits.connections_max;
+    }
+    listen::serve(listener, bastion_server::router(state), tls, limits, rx).await;
     Ok(())
 }
 

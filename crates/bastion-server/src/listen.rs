@@ -29,6 +29,10 @@ pub struct ConnLimits {
     pub tls_handshake_timeout_secs: u64,
     /// Concurrent connections served; further ones wait in the kernel backlog.
     pub connections_max: usize,
+    /// Concurrent connections from one peer address; a further one is closed at once, so
+    /// one client cannot take every slot. Behind a trusted proxy every connection comes
+    /// from the proxy: set it to `connections_max` there.
+    pub connections_per_address_max: usize,
 }
 
 impl Default for ConnLimits {
@@ -37,6 +41,45 @@ impl Default for ConnLimits {
             header_read_timeout_secs: 10,
             tls_handshake_timeout_secs: 10,
             connections_max: 1024,
+            connections_per_address_max: 64,
+        }
+    }
+}
+
+/// Open connections per peer address (see [`ConnLimits::connections_per_address_max`]).
+#[derive(Clone, Default)]
+struct PerAddress(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One counted connection; uncounted when dropped.
+struct AddressSlot {
+    table: PerAddress,
+    ip: std::net::IpAddr,
+}
+
+impl PerAddress {
+    fn take(&self, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut t = self.0.lock().ok()?;
+        let n = t.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.table.0.lock()
+            && let Some(n) = t.get_mut(&self.ip)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
         }
     }
 }
@@ -99,6 +142,7 @@ pub async fn serve(
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.connections_max));
+    let per_address = PerAddress::default();
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -111,10 +155,17 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
+        // One address over its share: closed at once (the stream is dropped), uncounted.
+        let Some(address_slot) = per_address.take(peer.ip(), limits.connections_per_address_max)
+        else {
+            tracing::debug!(peer = %peer, "connection refused: too many from this address");
+            continue;
+        };
         let router = router.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _address_slot = address_slot;
             let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
                 router,
                 move |mut req: http::Request<hyper::body::Incoming>| {

@@ -33,6 +33,7 @@ async fn start_with(
         header_read_timeout_secs: header_secs,
         tls_handshake_timeout_secs: 2,
         connections_max,
+        connections_per_address_max: connections_max,
     };
     tokio::spawn(serve(listener, app.router.clone(), tls, limits, rx));
     (addr, tx)
@@ -235,5 +236,43 @@ async fn l4_idle_http2_preface_is_closed() {
         .await
         .expect("an idle HTTP/2 connection is still open after 5 s");
     assert!(!got.starts_with(b"HTTP/1.1 200"));
+    let _ = stop.send(true);
+}
+
+/// One address cannot take every slot: past its share a connection is closed at once, while
+/// another address is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l4_one_address_cannot_take_every_connection() {
+    let app = spawn_app_with(options(false, &[])).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = watch::channel(false);
+    let limits = ConnLimits {
+        header_read_timeout_secs: 5,
+        tls_handshake_timeout_secs: 2,
+        connections_max: 64,
+        connections_per_address_max: 2,
+    };
+    tokio::spawn(serve(listener, app.router.clone(), None, limits, rx));
+    let _a = TcpStream::connect(addr).await.unwrap();
+    let _b = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let _ = third.write_all(GET_HEALTHZ).await;
+    let got = tokio::time::timeout(Duration::from_secs(3), read_to_close(&mut third))
+        .await
+        .expect("the third connection from one address was kept open");
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    // Another address (127.0.0.2, also loopback) is served meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(addr).await.unwrap();
+    other.write_all(GET_HEALTHZ).await.unwrap();
+    let served = read_to_close(&mut other).await;
+    assert!(
+        served.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&served)
+    );
     let _ = stop.send(true);
 }
