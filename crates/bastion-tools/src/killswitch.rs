@@ -84,7 +84,8 @@ pub struct SwitchChange<'a> {
     pub tenant: Option<TenantId>,
     /// The tool, or `None` for every tool.
     pub tool: Option<&'a str>,
-    /// Why (1..=500 bytes, no control characters); recorded with the switch and audited.
+    /// Why (1..=500 bytes, no control characters, nothing shaped like personal data: see
+    /// [`looks_personal`]); recorded with the switch and audited.
     pub reason: &'a str,
 }
 
@@ -116,6 +117,34 @@ impl SwitchChange<'_> {
     }
 }
 
+/// Longest run of digits (spaces, dots and dashes between them ignored) a reason may hold:
+/// longer runs look like card or account numbers (a date and a time, `2026-11-29 12:00`,
+/// is ten).
+pub const REASON_DIGIT_RUN_MAX: usize = 12;
+
+/// Whether a kill-switch reason looks like it holds personal data: an e-mail address (an `@`
+/// between word characters) or a run of more than [`REASON_DIGIT_RUN_MAX`] digits. Deliberately
+/// coarse and cheap (a reason is a short operator note, e.g. `incident 42`); the reason is
+/// written to the append-only audit log, where personal data could never be removed.
+#[must_use]
+pub fn looks_personal(reason: &str) -> bool {
+    let bytes = reason.as_bytes();
+    let email = bytes
+        .windows(3)
+        .any(|w| w[1] == b'@' && w[0].is_ascii_alphanumeric() && w[2].is_ascii_alphanumeric());
+    let mut run = 0usize;
+    let mut longest = 0usize;
+    for &b in bytes {
+        if b.is_ascii_digit() {
+            run += 1;
+            longest = longest.max(run);
+        } else if !matches!(b, b' ' | b'-' | b'.') {
+            run = 0;
+        }
+    }
+    email || longest > REASON_DIGIT_RUN_MAX
+}
+
 /// Engages or releases one switch and audits it, in one transaction (no switch change
 /// without its record). A tenant admin asking for another tenant, a global or a tool-wide
 /// switch, or a principal without [`ADMIN_ROLE`], is refused and the refusal audited on the
@@ -130,6 +159,13 @@ pub async fn change(
     actor: Actor<'_>,
     req: &SwitchChange<'_>,
 ) -> Result<Change, KillSwitchError> {
+    // The reason is kept with the switch and in the append-only audit log: nothing shaped
+    // like personal data in it.
+    if looks_personal(req.reason) {
+        return Err(KillSwitchError::Invalid(
+            "the reason must not hold personal data (e-mail addresses, card or account numbers)",
+        ));
+    }
     if let Actor::User(p) = actor {
         let own_tenant = req.tenant == Some(p.tenant_id);
         if !p.has_role(ADMIN_ROLE) || !own_tenant {
@@ -240,4 +276,30 @@ pub async fn list_for(
     let out = ks::list_for_tenant(&mut tx).await?;
     tx.rollback().await?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_personal;
+
+    #[test]
+    fn reasons_with_personal_data_are_spotted_and_operator_notes_are_not() {
+        for personal in [
+            "card 4111 1111 1111 1111",
+            "refund to DE89 3704 0044 0532 0130 00",
+            "mail jane.doe@example.com",
+            "4111-1111-1111-1111",
+        ] {
+            assert!(looks_personal(personal), "{personal}");
+        }
+        for note in [
+            "incident 42",
+            "abuse seen 2026-11-29 12:00",
+            "tabletop: kill switch drill",
+            "ticket INC-123456",
+            "contact @oncall",
+        ] {
+            assert!(!looks_personal(note), "{note}");
+        }
+    }
 }

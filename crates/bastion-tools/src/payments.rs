@@ -694,6 +694,20 @@ impl Call<'_, '_> {
         if !self.a.entity.fields.contains_key("status") {
             return Ok(String::new());
         }
+        // A further deposit still waiting for 3DS does not make a paid record pending again.
+        let current = record
+            .data
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if status == STATUS_DEPOSIT_PENDING
+            && matches!(
+                current,
+                STATUS_DEPOSIT_PAID | STATUS_PARTIALLY_REFUNDED | STATUS_REFUNDED
+            )
+        {
+            return Ok(current.to_owned());
+        }
         let mut data = record.data.as_object().cloned().unwrap_or_default();
         data.insert("status".to_owned(), Value::String(status.to_owned()));
         let refs = field_refs(self.a.entity, &data);

@@ -275,6 +275,14 @@ async fn admin_route_lets_a_tenant_admin_switch_only_its_own_tenant() {
     )
     .await
     .assert_problem(422);
+    // The reason goes into the append-only audit log: no personal data in it.
+    switch(
+        &app,
+        &admin,
+        &json!({"action": "engage", "tool": "create_quote", "reason": "card 4111 1111 1111 1111 of jane.doe@example.com"}),
+    )
+    .await
+    .assert_problem(422);
     switch(
         &app,
         &admin,

@@ -778,3 +778,34 @@ async fn a_deposit_in_another_currency_than_the_quote_is_refused_before_anything
         String::from_utf8_lossy(&ok.body)
     );
 }
+
+#[tokio::test]
+async fn a_later_deposit_waiting_for_3ds_does_not_make_a_paid_quote_pending() {
+    let e = env().await;
+    let paid = e
+        .app
+        .call_with_key(
+            &e.finance,
+            "charge_deposit",
+            &charge(&e.quote, 1_000, "pm_card_visa"),
+            Some("st-1"),
+        )
+        .await;
+    assert_eq!(paid.json()["result"]["quote_status"], "deposit_paid");
+    let pending = e
+        .app
+        .call_with_key(
+            &e.finance,
+            "charge_deposit",
+            &charge(&e.quote, 500, "pm_card_threeDSecure2Required"),
+            Some("st-2"),
+        )
+        .await;
+    assert_eq!(pending.status, StatusCode::OK);
+    assert_eq!(pending.json()["result"]["status"], "requires_action");
+    assert_eq!(pending.json()["result"]["quote_status"], "deposit_paid");
+    assert_eq!(
+        quote_status(&e.app, &e.finance, &e.quote).await,
+        "deposit_paid"
+    );
+}
