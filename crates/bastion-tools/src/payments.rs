@@ -690,38 +690,7 @@ impl Call<'_, '_> {
     }
 
     async fn set_record_status(&self, tx: &mut TenantTx, status: &str) -> Result<String, Failure> {
-        let record = load(tx, &self.a.tool_spec.entity, self.record_id).await?;
-        if !self.a.entity.fields.contains_key("status") {
-            return Ok(String::new());
-        }
-        // A further deposit still waiting for 3DS does not make a paid record pending again.
-        let current = record
-            .data
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if status == STATUS_DEPOSIT_PENDING
-            && matches!(
-                current,
-                STATUS_DEPOSIT_PAID | STATUS_PARTIALLY_REFUNDED | STATUS_REFUNDED
-            )
-        {
-            return Ok(current.to_owned());
-        }
-        let mut data = record.data.as_object().cloned().unwrap_or_default();
-        data.insert("status".to_owned(), Value::String(status.to_owned()));
-        let refs = field_refs(self.a.entity, &data);
-        records::update_record(
-            tx,
-            &record.entity,
-            record.id,
-            record.version,
-            Value::Object(data),
-            &refs,
-        )
-        .await
-        .map_err(|e| Failure::store(e, Some(record.id.to_string())))?;
-        Ok(status.to_owned())
+        write_record_status(tx, self.a.entity, self.record_id, status).await
     }
 
     /// The fee the PSP took on `pi`'s charge, from its balance transaction (`source` = the
@@ -729,8 +698,9 @@ impl Call<'_, '_> {
     /// cannot answer now gives `None`: the capture is posted without its fee and the daily
     /// reconciliation reports the missing fee as `fee` drift.
     async fn charge_fee(&self, pi: &PaymentIntent) -> Option<(String, i64)> {
-        /// How far back the charge's balance transaction is looked for, seconds.
-        const FEE_LOOKBACK_SECS: i64 = 600;
+        /// How far back the charge's balance transaction is looked for, seconds: it was
+        /// made with the charge a moment ago, so the listing stays short on a busy account.
+        const FEE_LOOKBACK_SECS: i64 = 120;
         let charge = pi.latest_charge.clone()?;
         if pi.status != PaymentIntentStatus::Succeeded {
             return None;
@@ -1132,10 +1102,54 @@ pub(crate) async fn capture_once(
     Ok(true)
 }
 
-/// Moves the record a payment attaches to (the entity of the app's `payment.charge` tool)
-/// to `deposit_paid` after a capture the webhook worker posted (3DS completed later), as the
-/// charge tool does for a payment that succeeds at once. No charge tool or no `status` field:
-/// nothing to do.
+/// Sets the `status` of the record a payment attaches to and returns the status it has now
+/// (empty when the entity has no `status` field). A further deposit still waiting for 3DS
+/// does not make a paid record pending again.
+///
+/// # Errors
+/// A [`Failure`] when the record cannot be read or written.
+async fn write_record_status(
+    tx: &mut TenantTx,
+    entity: &bastion_app::EntitySpec,
+    record_id: RecordId,
+    status: &str,
+) -> Result<String, Failure> {
+    if !entity.fields.contains_key("status") {
+        return Ok(String::new());
+    }
+    let record = load(tx, &entity.name, record_id).await?;
+    let current = record
+        .data
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if status == STATUS_DEPOSIT_PENDING
+        && matches!(
+            current,
+            STATUS_DEPOSIT_PAID | STATUS_PARTIALLY_REFUNDED | STATUS_REFUNDED
+        )
+    {
+        return Ok(current.to_owned());
+    }
+    let mut data = record.data.as_object().cloned().unwrap_or_default();
+    data.insert("status".to_owned(), Value::String(status.to_owned()));
+    let refs = field_refs(entity, &data);
+    records::update_record(
+        tx,
+        &record.entity,
+        record.id,
+        record.version,
+        Value::Object(data),
+        &refs,
+    )
+    .await
+    .map_err(|e| Failure::store(e, Some(record.id.to_string())))?;
+    Ok(status.to_owned())
+}
+
+/// Moves the record a payment attaches to (the entity of the app's `payment.charge` tool) to
+/// `deposit_paid` after a capture the webhook worker posted (3DS completed later), as the
+/// charge tool does for a payment that succeeds at once. No charge tool: nothing to do.
 ///
 /// # Errors
 /// A fixed phrase when the record cannot be read or written.
@@ -1152,29 +1166,10 @@ pub(crate) async fn record_paid(
     else {
         return Ok(());
     };
-    if !entity.fields.contains_key("status") {
-        return Ok(());
-    }
-    let record = load(tx, &entity.name, record_id)
+    write_record_status(tx, entity, record_id, STATUS_DEPOSIT_PAID)
         .await
-        .map_err(|_| "payment record not found")?;
-    let mut data = record.data.as_object().cloned().unwrap_or_default();
-    data.insert(
-        "status".to_owned(),
-        Value::String(STATUS_DEPOSIT_PAID.to_owned()),
-    );
-    let refs = field_refs(entity, &data);
-    records::update_record(
-        tx,
-        &record.entity,
-        record.id,
-        record.version,
-        Value::Object(data),
-        &refs,
-    )
-    .await
-    .map_err(|_| "payment record not updated")?;
-    Ok(())
+        .map(|_| ())
+        .map_err(|_| "payment record not updated")
 }
 
 /// Public entry for the worker: capture once, mapping failures to a fixed phrase.
