@@ -64,6 +64,8 @@ pub struct Target {
     pub model: Option<model::Recorded>,
     /// The quote with a captured deposit the refund scenarios share (made on first use).
     pub paid: tokio::sync::OnceCell<money::PaidQuote>,
+    /// Tenant slug → id (read on first use).
+    pub tenants: tokio::sync::OnceCell<Vec<(String, TenantId)>>,
 }
 
 /// The id of the tenant `slug`.
@@ -80,18 +82,27 @@ pub async fn tenant_id(t: &Target, slug: &str) -> anyhow::Result<TenantId> {
 }
 
 impl Target {
-    /// Tenant slug → id, and the system chain, of every tenant.
+    /// Tenant slug → id of every tenant, read once (the demo's tenants do not change during
+    /// a run).
     async fn chains(&self) -> anyhow::Result<Vec<(String, TenantId)>> {
         let Some(store) = &self.store else {
             return Ok(Vec::new());
         };
-        let mut sys = store.system().await?;
-        let tenants = bastion_store::tenants::list_tenants(&mut sys).await?;
-        sys.rollback().await?;
-        Ok(tenants
-            .into_iter()
-            .map(|t| (t.slug.as_str().to_owned(), t.id))
-            .collect())
+        let tenants = self
+            .tenants
+            .get_or_try_init(|| async {
+                let mut sys = store.system().await?;
+                let tenants = bastion_store::tenants::list_tenants(&mut sys).await?;
+                sys.rollback().await?;
+                anyhow::Ok(
+                    tenants
+                        .into_iter()
+                        .map(|t| (t.slug.as_str().to_owned(), t.id))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .await?;
+        Ok(tenants.clone())
     }
 
     /// The current head (last seq) of every chain, keyed by chain name.
@@ -240,6 +251,7 @@ async fn run_self_started(opts: &Options) -> anyhow::Result<Report> {
         webhook_secret: read_webhook_secret(&data),
         model: Some(recorded),
         paid: tokio::sync::OnceCell::new(),
+        tenants: tokio::sync::OnceCell::new(),
     };
     let url = started.url.clone();
     let mut results = run_catalog(&target, opts.only.as_deref(), scenarios::Phase::Live).await;
@@ -280,6 +292,7 @@ async fn run_existing(url: &str, opts: &Options) -> anyhow::Result<Report> {
         webhook_secret: opts.data.as_deref().and_then(read_webhook_secret),
         model: None,
         paid: tokio::sync::OnceCell::new(),
+        tenants: tokio::sync::OnceCell::new(),
     };
     let mut results = run_catalog(&target, opts.only.as_deref(), scenarios::Phase::Live).await;
     results.extend(run_catalog(&target, opts.only.as_deref(), scenarios::Phase::Stopped).await);

@@ -376,6 +376,19 @@ pub fn refund_by_finance_agent_injected<'a>(t: &'a Target, o: &'a mut Obs) -> Fu
     })
 }
 
+/// `POST /v1/approvals/{id}/approve` as acme's `user`.
+async fn approve(t: &Target, id: &str, user: &str) -> anyhow::Result<Answer> {
+    let s = t.client.session("acme", user).await?;
+    t.client
+        .post(
+            &format!("/v1/approvals/{id}/approve"),
+            Some(&s.access_token),
+            &[],
+            &json!({}),
+        )
+        .await
+}
+
 pub fn refund_self_approval<'a>(t: &'a Target, o: &'a mut Obs) -> Fut<'a> {
     Box::pin(async move {
         let paid = paid_quote(t).await?;
@@ -399,43 +412,17 @@ pub fn refund_self_approval<'a>(t: &'a Target, o: &'a mut Obs) -> Fut<'a> {
             ),
         );
         let Some(id) = id else { return Ok(()) };
-        let own = t
-            .client
-            .post(
-                &format!("/v1/approvals/{id}/approve"),
-                Some(&finance.access_token),
-                &[],
-                &json!({}),
-            )
-            .await?;
+        let own = approve(t, &id, "finance").await?;
         o.check(
             own.status == 403 && own.problem_type() == "urn:bastion:problem:self-approval",
             &format!("the requester approves it → {}", own.summary()),
         );
-        let buyer = t.client.session("acme", "buyer").await?;
-        let by_buyer = t
-            .client
-            .post(
-                &format!("/v1/approvals/{id}/approve"),
-                Some(&buyer.access_token),
-                &[],
-                &json!({}),
-            )
-            .await?;
+        let by_buyer = approve(t, &id, "buyer").await?;
         o.check(
             by_buyer.status == 403 || by_buyer.status == 404,
             &format!("a buyer approves it → {}", by_buyer.summary()),
         );
-        let other = t.client.session("acme", "finance2").await?;
-        let ok = t
-            .client
-            .post(
-                &format!("/v1/approvals/{id}/approve"),
-                Some(&other.access_token),
-                &[],
-                &json!({}),
-            )
-            .await?;
+        let ok = approve(t, &id, "finance2").await?;
         o.check(
             ok.status == 200
                 && ok.body.pointer("/result/refund/amount_minor") == Some(&json!(1_000)),
@@ -447,15 +434,7 @@ pub fn refund_self_approval<'a>(t: &'a Target, o: &'a mut Obs) -> Fut<'a> {
                     .unwrap_or(&Value::Null)
             ),
         );
-        let twice = t
-            .client
-            .post(
-                &format!("/v1/approvals/{id}/approve"),
-                Some(&other.access_token),
-                &[],
-                &json!({}),
-            )
-            .await?;
+        let twice = approve(t, &id, "finance2").await?;
         o.check(
             twice.status == 409,
             &format!("approving it again → {}", twice.summary()),
